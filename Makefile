@@ -1,0 +1,39 @@
+# vidseg: everything runs inside .venv, created from scratch by `make install`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= outputs/demo
+TEST_WORKERS ?= 2
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip wheel setuptools
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+## Generate the toy DAVIS set, train FEELVOS on CPU, evaluate J&F, write masks and an overlay video.
+demo: install
+	$(PY) -m vidseg.demo --out $(DEMO_DIR)
+
+## Fast CPU tests (offline, tiny fixtures).
+test: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+## Slow checks (learning checks, larger sizes).
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+lint: install
+	$(PY) -m ruff check src tests bench
+
+## Benchmarks: print tables and write bench/results/.
+bench: install
+	$(PY) -m bench.ops --out bench/results
+
+clean:
+	rm -rf $(VENV) outputs build dist src/*.egg-info

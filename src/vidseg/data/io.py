@@ -1,0 +1,158 @@
+"""File I/O shared by every task: indexed (palette) masks, images, atomic writes.
+
+Masks are ``(H, W) uint8`` label maps: 0 = background, 1..N = objects, 255 = void. They are stored as
+indexed PNGs with the DAVIS palette, the format the DAVIS toolkit reads. RGB masks are rejected with an
+error that says how to convert them, because reading them as labels silently gives wrong ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+VOID_LABEL = 255
+
+
+def davis_palette() -> list[int]:
+    """The 256-colour DAVIS palette (the PASCAL VOC bit-interleaving colour map), flat [r0, g0, b0, ...]."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+DAVIS_PALETTE = davis_palette()
+
+
+class MaskFormatError(ValueError):
+    """A mask file that cannot be read as a label map (RGB, corrupt, wrong size...)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written file and an interrupted run leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_mask(path: str | os.PathLike, *, binary_255: bool = False) -> np.ndarray:
+    """Read an indexed PNG as a ``(H, W) uint8`` label map.
+
+    Args:
+        path: palette ("P") or grayscale ("L") PNG.
+        binary_255: DAVIS 2016 stores single-object masks as 0/255; with this flag every non-zero pixel
+            becomes object 1 (there is no void in DAVIS 2016).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        MaskFormatError: corrupt file, or an RGB/RGBA mask (ids would be colours, not labels).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode in ("RGB", "RGBA"):
+                raise MaskFormatError(
+                    f"{path}: mask is {mode}, expected an indexed (palette 'P') or grayscale PNG whose pixel "
+                    "values are object ids. Convert it, e.g. with vidseg.data.io.rgb_to_index_mask, or save "
+                    "it with PIL as Image.fromarray(ids.astype('uint8')).convert('P')."
+                )
+            if mode not in ("P", "L", "1", "I", "I;16"):
+                raise MaskFormatError(f"{path}: unsupported PNG mode {mode!r}; expected an indexed ('P') PNG")
+            labels = np.array(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise MaskFormatError(f"{path}: cannot read mask ({err}); the file is corrupt or not a PNG") from err
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if labels.ndim != 2:
+        raise MaskFormatError(f"{path}: expected a single-channel mask, got shape {labels.shape}")
+    if labels.max(initial=0) > 255:
+        raise MaskFormatError(f"{path}: label ids above 255 cannot be stored in an indexed PNG")
+    labels = labels.astype(np.uint8)
+    if binary_255:
+        labels = (labels > 0).astype(np.uint8)
+    return labels
+
+
+def rgb_to_index_mask(rgb: np.ndarray, palette: list[int] = DAVIS_PALETTE) -> np.ndarray:
+    """Map an ``(H, W, 3) uint8`` colour mask back to ids using ``palette``; unknown colours are an error."""
+    colours = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+    key = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = {int((r << 16) | (g << 8) | b): i for i, (r, g, b) in reversed(list(enumerate(colours)))}
+    uniq, inverse = np.unique(key, return_inverse=True)
+    ids = np.empty(len(uniq), dtype=np.uint8)
+    for k, colour in enumerate(uniq):
+        if int(colour) not in table:
+            raise MaskFormatError(f"colour #{int(colour):06x} is not in the palette")
+        ids[k] = table[int(colour)]
+    return ids[inverse].reshape(key.shape)
+
+
+def write_mask(path: str | os.PathLike, labels: np.ndarray, palette: list[int] = DAVIS_PALETTE) -> None:
+    """Write a ``(H, W)`` integer label map as an indexed PNG with ``palette``, atomically."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError("labels must be in [0, 255] to be stored in an indexed PNG")
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    img.putpalette(palette)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as ``(H, W, 3) uint8`` RGB; corrupt or truncated files raise an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now so truncated files fail here, not later
+            return np.array(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise OSError(f"{path}: cannot decode image ({err}); the file is corrupt, re-extract or re-download it") from err
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    """Write an ``(H, W, 3) uint8`` RGB image atomically (format from the suffix)."""
+    with atomic_path(path) as tmp:
+        fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        kwargs = {"quality": quality} if fmt == "JPEG" else {}
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt, **kwargs)
