@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 VOID_LABEL = 255
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def davis_palette() -> list[int]:
@@ -54,6 +56,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates the file 0600; give it the permissions a plain open() would (umask applied).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -147,7 +151,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             img.load()  # decode now so truncated files fail here, not later
             return np.array(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise OSError(f"{path}: cannot decode image ({err}); the file is corrupt, re-extract or re-download it") from err
+        raise OSError(
+            f"{path}: cannot decode image ({err}); the file is corrupt, re-extract or re-download it"
+        ) from err
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:

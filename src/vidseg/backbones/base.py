@@ -1,0 +1,206 @@
+"""The interface every backbone implements, and the module surgery the builders share:
+stride -> dilation conversion, BatchNorm freezing, weight resolution and loading."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import WeightsEnum
+from torchvision.ops import FrozenBatchNorm2d
+
+FEATURE_NAMES: tuple[str, ...] = ("c2", "c3", "c4", "c5")
+NOMINAL_STRIDES: dict[str, int] = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
+OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
+
+WeightsArg = str | os.PathLike | WeightsEnum | None
+
+
+class Backbone(nn.Module):
+    """Base class: image -> multi-scale features.
+
+    forward(x: (B, 3, H, W) float, already normalised) -> {"c2", "c3", "c4", "c5"}: (B, out_channels[k],
+    ceil(H / strides[k]), ceil(W / strides[k])) float. Nominal strides are 4, 8, 16, 32; with
+    output_stride 16 (8) the last one (two) stages are dilated instead of strided, so strides[k] is
+    min(nominal, output_stride).
+
+    Attributes:
+        out_channels: feature name -> channels.
+        strides: feature name -> actual stride relative to the input.
+        output_stride: stride of "c5" (8, 16 or 32).
+    """
+
+    out_channels: dict[str, int]
+    strides: dict[str, int]
+    output_stride: int
+
+    def __init__(self, out_channels: Mapping[str, int], output_stride: int) -> None:
+        super().__init__()
+        check_output_stride(output_stride)
+        self.output_stride = output_stride
+        self.out_channels = {name: int(out_channels[name]) for name in FEATURE_NAMES}
+        self.strides = {name: min(NOMINAL_STRIDES[name], output_stride) for name in FEATURE_NAMES}
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def check_output_stride(output_stride: int) -> None:
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+
+
+def dilated_stages(output_stride: int) -> list[bool]:
+    """For the stages at nominal strides 8, 16, 32: whether each trades its stride for dilation."""
+    check_output_stride(output_stride)
+    return [nominal > output_stride for nominal in (8, 16, 32)]
+
+
+def is_strided(block: nn.Module) -> bool:
+    """Whether any convolution in `block` has a stride above 1."""
+    return any(isinstance(m, nn.Conv2d) and max(m.stride) > 1 for m in block.modules())
+
+
+def replace_stride_with_dilation(
+    stages: Sequence[Sequence[nn.Module]],
+    dilate: Sequence[bool],
+    *,
+    exact: bool,
+) -> None:
+    """Trade the stride of whole stages for dilation, in place, on an already built network.
+
+    Dilation changes no parameter shape, so pretrained weights still load. Used where torchvision has no
+    dilation option (BasicBlock ResNets) or only OS16 (MobileNetV3). Convolutions must use 'same' padding.
+
+    Args:
+        stages: consecutive stages, each a sequence of blocks, the first one holding a stride-2 conv.
+        dilate: per stage, whether to dilate it; once a stage is dilated all later ones must be.
+        exact: True: the formerly strided conv (and any conv before it) keeps the previous dilation and
+            every later conv of the stage gets the new one, so the dense output subsampled by the removed
+            stride equals the strided network's output (a trous; torchvision's ResNet convention).
+            False: every conv of the stage gets the new dilation (torchvision's MobileNetV3 `dilated`).
+    """
+    if len(stages) != len(dilate):
+        raise ValueError(f"{len(stages)} stages but {len(dilate)} dilate flags")
+    if any(a and not b for a, b in pairwise(dilate)):
+        raise ValueError(f"Once a stage is dilated every later stage must be: {list(dilate)}")
+    dilation = 1
+    for stage, flag in zip(stages, dilate, strict=True):
+        if not flag:
+            continue
+        previous, dilation = dilation, dilation * 2
+        past_stride = False
+        for block in stage:
+            for conv in block.modules():
+                if not isinstance(conv, nn.Conv2d):
+                    continue
+                strided = max(conv.stride) > 1
+                keep_previous = exact and (strided or not past_stride)
+                _set_dilation(conv, previous if keep_previous else dilation)
+                past_stride = past_stride or strided
+
+
+def _set_dilation(conv: nn.Conv2d, dilation: int) -> None:
+    conv.stride = (1, 1)
+    kh, kw = conv.kernel_size
+    if kh == 1 and kw == 1:
+        return
+    if conv.padding != ((kh - 1) // 2 * conv.dilation[0], (kw - 1) // 2 * conv.dilation[1]):
+        raise ValueError(f"Cannot dilate {conv}: it does not use 'same' padding")
+    conv.dilation = (dilation, dilation)
+    conv.padding = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d in `module` by a FrozenBatchNorm2d with the same statistics, in place.
+
+    Frozen BN keeps affine and running statistics as buffers: nothing is trained and train mode does not
+    update them (useful with the small per-GPU batches of video training). Returns `module`.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            # A BN without affine terms or running statistics keeps the frozen defaults (1, 0, 0, 1).
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                value = getattr(child, key)
+                if value is not None:
+                    setattr(frozen, key, value.detach().clone())
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm(child)
+    return module
+
+
+def resolve_weights(weights: WeightsArg, weights_enum: type[WeightsEnum]) -> WeightsEnum | Path | None:
+    """Turn a `weights` argument into None, a torchvision weights entry, or a local file path.
+
+    A string that names an entry of `weights_enum` ("IMAGENET1K_V1", "DEFAULT", or with the enum's class
+    prefix) is taken as that entry; any other string or path-like is a local state-dict file.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, WeightsEnum):
+        return weights_enum.verify(weights)
+    if isinstance(weights, str):
+        member = weights.removeprefix(weights_enum.__name__ + ".")
+        if member in weights_enum.__members__:
+            return weights_enum[member]
+        return Path(weights)
+    if isinstance(weights, os.PathLike):
+        return Path(weights)
+    raise TypeError(f"weights must be None, a path or a {weights_enum.__name__} name, got {weights!r}")
+
+
+def load_weights_file(
+    module: nn.Module,
+    path: Path,
+    *,
+    weights_enum: type[WeightsEnum],
+    ignore_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Strictly load a local state dict (torch.load(weights_only=True)) into `module`.
+
+    Keys starting with `ignore_prefixes` (a torchvision classifier head, e.g. "fc.") are dropped, so both a
+    backbone state dict and a full torchvision classifier state dict load. Missing BatchNorm
+    `num_batches_tracked` counters are tolerated (a frozen-BN backbone does not store them). Any other
+    missing, unexpected or mis-shaped key raises a ValueError that names the file.
+    """
+    if not path.is_file():
+        names = ", ".join(weights_enum.__members__)
+        raise FileNotFoundError(
+            f"Backbone weights file {str(path)!r} does not exist. weights must be None, a local state-dict "
+            f"file, or one of the {weights_enum.__name__} names: {names}"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"Backbone weights file {str(path)!r} holds a {type(state).__name__}, not a state dict"
+        )
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"Backbone weights file {str(path)!r} does not match {type(module).__name__}: "
+            + "; ".join(problems)
+        )
+    module.load_state_dict(state, strict=False)  # strictness checked above, bar num_batches_tracked

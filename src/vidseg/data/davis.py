@@ -1,0 +1,573 @@
+"""DAVIS 2016/2017 datasets and the Lightning datamodule for VOS (FEELVOS).
+
+Layout (see data/README.md)::
+
+    <root>/JPEGImages/<resolution>/<seq>/00000.jpg ...
+    <root>/Annotations/<resolution>/<seq>/00000.png ...   indexed PNG ids; DAVIS 2016: 0/255 binary
+    <root>/ImageSets/<year>/<split>.txt                    one sequence name per line
+
+Samples (all tensors on CPU):
+
+- DavisTrainDataset item (a FEELVOS training sample: [reference, previous, current] frames of one video):
+  ``images (3, 3, H, W) uint8`` RGB, not normalised; ``masks (3, H, W) int64`` ids remapped to the
+  reference's objects 1..n (0 background, 255 void); ``num_objects`` int n; ``sequence`` str;
+  ``frame_indices (3,) int64``.
+- DavisEvalDataset item (one whole sequence): ``name`` str; ``images (T, 3, H, W) uint8``;
+  ``masks (T, H, W) int64`` ground truth (frames without an annotation are all 255);
+  ``annotated (T,) bool``; ``frame_ids`` list[str] ("00000", ...); ``num_objects`` int (max id of frame 0).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from vidseg.data.io import VOID_LABEL, MaskFormatError, read_image, read_mask
+from vidseg.data.transforms import (
+    apply_clip_transform,
+    build_clip_transform,
+    clip_to_tensors,
+    object_pixel_counts,
+    remap_to_reference,
+)
+
+DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+# FEELVOS skips samples where a reference object has < 10 pixels at stride 4, i.e. < 10 * 4 * 4 at input size.
+MIN_OBJECT_PIXELS = 10 * 16
+
+
+class DatasetLayoutError(ValueError):
+    """Files are present but inconsistent: counts, names or sizes of frames and annotations disagree."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layout helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _missing_root_message(root: Path, looked_for: Path) -> str:
+    return (
+        f"DAVIS root not found: {root.resolve()} (looked for {looked_for}). Download DAVIS 2017 "
+        f"(TrainVal, 480p) from {DAVIS_URL} and unzip it so that <root>/JPEGImages, <root>/Annotations and "
+        "<root>/ImageSets exist, then set data.root=<that folder>. For a quick CPU run use the toy set: "
+        "`python -m vidseg.data.toy --root data/toy_davis` and data.root=data/toy_davis."
+    )
+
+
+def _listdir(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    # Hidden files are skipped: atomic writers leave ".name.xxx" temporaries while they run.
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith("."))
+
+
+def _read_2016_image_set(path: Path) -> list[str]:
+    """Sequence names from DAVIS 2016's own ImageSets/<res>/<split>.txt, which lists frame/mask pairs
+    ("/JPEGImages/480p/bear/00000.jpg /Annotations/480p/bear/00000.png")."""
+    names: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            name = Path(line.split()[0]).parent.name
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def list_sequences(
+    root: str | os.PathLike, *, year: str = "2017", split: str = "val", resolution: str = "480p"
+) -> list[str]:
+    """Sequence names of ``split`` from ``ImageSets/<year>/<split>.txt``, checking their folders exist.
+
+    DAVIS 2016's own layout (``ImageSets/<resolution>/<split>.txt`` with frame paths) is read too.
+
+    Raises:
+        FileNotFoundError: missing root (the message says how to get DAVIS or the toy set), missing split
+            file (lists the available ones), or a listed sequence without its frame/annotation folder.
+    """
+    root = Path(root)
+    year = str(year)
+    split_file = root / "ImageSets" / year / f"{split}.txt"
+    if not root.is_dir():
+        raise FileNotFoundError(_missing_root_message(root, split_file))
+    legacy_2016 = root / "ImageSets" / resolution / f"{split}.txt"
+    if split_file.is_file():
+        lines = split_file.read_text().splitlines()
+        names = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    elif year == "2016" and legacy_2016.is_file():
+        split_file = legacy_2016
+        names = _read_2016_image_set(legacy_2016)
+    else:
+        sets = root / "ImageSets"
+        available = sorted(str(p.relative_to(sets)) for p in sets.glob("*/*.txt")) if sets.is_dir() else []
+        hint = f"available: {', '.join(available)}" if available else f"{sets} has no split files"
+        if not sets.is_dir() and not (root / "JPEGImages").is_dir():
+            raise FileNotFoundError(_missing_root_message(root, split_file))
+        raise FileNotFoundError(f"split file not found: {split_file} ({hint})")
+    if not names:
+        raise DatasetLayoutError(f"split file {split_file} lists no sequences")
+    for kind in ("JPEGImages", "Annotations"):
+        res_dir = root / kind / resolution
+        if not res_dir.is_dir():
+            have = sorted(p.name for p in (root / kind).iterdir()) if (root / kind).is_dir() else []
+            raise FileNotFoundError(
+                f"folder not found: {res_dir} (resolution {resolution!r}; found {have or 'nothing'} "
+                f"in {root / kind})"
+            )
+        for name in names:
+            if not (res_dir / name).is_dir():
+                raise FileNotFoundError(
+                    f"sequence {name!r} listed in {split_file} has no folder {res_dir / name}"
+                )
+    return names
+
+
+def sequence_paths(
+    root: str | os.PathLike, seq: str, *, resolution: str = "480p"
+) -> tuple[list[Path], list[Path]]:
+    """Sorted frame paths and annotation paths of one sequence.
+
+    Annotations may cover only some frames (test-dev has frame 0 only); every annotation must have a frame.
+
+    Raises:
+        FileNotFoundError: missing folder or no frames in it.
+        DatasetLayoutError: an annotation whose frame does not exist (names the files).
+    """
+    root = Path(root)
+    img_dir = root / "JPEGImages" / resolution / seq
+    ann_dir = root / "Annotations" / resolution / seq
+    for folder in (img_dir, ann_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"sequence folder not found: {folder}")
+    frames = _listdir(img_dir, FRAME_SUFFIXES)
+    if not frames:
+        raise FileNotFoundError(f"no frames ({'/'.join(FRAME_SUFFIXES)}) in {img_dir}")
+    masks = _listdir(ann_dir, (".png",))
+    stems = {p.stem for p in frames}
+    orphans = [m for m in masks if m.stem not in stems]
+    if orphans:
+        shown = ", ".join(str(m) for m in orphans[:5])
+        raise DatasetLayoutError(
+            f"{len(orphans)} annotation(s) have no frame in {img_dir}: {shown}"
+            f"{' ...' if len(orphans) > 5 else ''} (frame and annotation counts differ: "
+            f"{len(frames)} frames, {len(masks)} annotations)"
+        )
+    return frames, masks
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header only (cheap)."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise OSError(f"{path}: cannot read image header ({err}); the file is corrupt") from err
+
+
+def check_sequence(
+    root: str | os.PathLike, seq: str, *, resolution: str = "480p", require_all_masks: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """``sequence_paths`` plus consistency checks that read only file headers.
+
+    Checks that the first frame is annotated, that every frame is annotated when ``require_all_masks``
+    (training), and that all frames and annotations have the same size.
+
+    Raises:
+        DatasetLayoutError: naming the offending files.
+    """
+    frames, masks = sequence_paths(root, seq, resolution=resolution)
+    if not masks or masks[0].stem != frames[0].stem:
+        raise DatasetLayoutError(
+            f"the first frame {frames[0]} has no annotation (expected "
+            f"{Path(root) / 'Annotations' / resolution / seq / (frames[0].stem + '.png')})"
+        )
+    if require_all_masks and len(masks) != len(frames):
+        have = {m.stem for m in masks}
+        missing = [f.stem + ".png" for f in frames if f.stem not in have]
+        raise DatasetLayoutError(
+            f"{seq}: {len(frames)} frames but {len(masks)} annotations; training needs every frame annotated "
+            f"(missing in {masks[0].parent}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
+        )
+    ref_size = _image_size(frames[0])
+    for path in [*frames[1:], *masks]:
+        size = _image_size(path)
+        if size != ref_size:
+            raise DatasetLayoutError(
+                f"size mismatch: {path} is {size[0]}x{size[1]} but {frames[0]} is {ref_size[0]}x{ref_size[1]}"
+            )
+    return frames, masks
+
+
+def _read_masks(paths: Sequence[Path], year: str) -> np.ndarray:
+    """``(K, H, W) uint8``; DAVIS 2016 masks are 0/255 and become object 1."""
+    return np.stack([read_mask(p, binary_255=str(year) == "2016") for p in paths])
+
+
+def _read_frames(paths: Sequence[Path]) -> np.ndarray:
+    """``(K, H, W, 3) uint8``; frames of different sizes are an error naming the file."""
+    images = [read_image(p) for p in paths]
+    for p, im in zip(paths[1:], images[1:], strict=True):
+        if im.shape != images[0].shape:
+            raise DatasetLayoutError(
+                f"size mismatch: {p} is {im.shape[:2]} but {paths[0]} is {images[0].shape[:2]}"
+            )
+    return np.stack(images)
+
+
+def _check_pair(frame: Path, mask_path: Path, image: np.ndarray, mask: np.ndarray) -> None:
+    if image.shape[:2] != mask.shape:
+        raise DatasetLayoutError(
+            f"size mismatch: annotation {mask_path} is {mask.shape} but frame {frame} is {image.shape[:2]}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Seeding
+# ----------------------------------------------------------------------------------------------------------
+
+
+def global_rank() -> int:
+    """The process's global rank (0 without distributed training); also right inside DataLoader workers."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    # Lightning sets this per process (from RANK/SLURM_PROCID/... env vars or the strategy).
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def _mix_seed(*values: int) -> int:
+    """A 63-bit seed from several integers (SeedSequence hashes them well)."""
+    state = np.random.SeedSequence([int(v) % (2**63) for v in values]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def _reseedable(dataset: Any) -> list[Any]:
+    """Datasets with a ``reseed`` method inside (possibly nested) Subset/ConcatDataset wrappers."""
+    if hasattr(dataset, "reseed"):
+        return [dataset]
+    if hasattr(dataset, "dataset"):
+        return _reseedable(dataset.dataset)
+    if hasattr(dataset, "datasets"):
+        return [d for sub in dataset.datasets for d in _reseedable(sub)]
+    return []
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: distinct, reproducible randomness per worker, rank and epoch.
+
+    ``get_worker_info().seed`` is base_seed + worker_id, where base_seed is drawn from the parent's torch
+    RNG per epoch (per run with persistent workers, whose streams then continue): reproducible under
+    seed_everything and different per worker and epoch. Ranks are seeded alike by seed_everything, so the
+    global rank is mixed in. Python, numpy, torch and the datasets' own RNGs (including albumentations'
+    Compose RNG, which would otherwise be a copy of the parent's) are reseeded.
+    """
+    info = get_worker_info()
+    if info is None:  # called outside a worker (tests, num_workers=0): nothing to do
+        return
+    seed = _mix_seed(info.seed, global_rank())
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    for dataset in _reseedable(info.dataset):
+        dataset.reseed(seed)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DavisTrainDataset(Dataset):
+    """FEELVOS training samples: [reference, previous q, current q+1] frames of a random sequence.
+
+    The reference is a random frame of the video (it may coincide with q or q+1). One augmentation draw
+    (scale, crop/pad, flip) is applied to the three frames. Ids are remapped to the reference's objects
+    (see ``remap_to_reference``). Samples in which a reference object covers fewer than
+    ``min_object_pixels`` pixels after augmentation are re-drawn up to ``max_retries`` times; after that
+    such objects are dropped (set to background), so ``num_objects`` can rarely be 0.
+
+    The item index is ignored: each item draws a sequence uniformly from the dataset's own RNG, so
+    ``len(dataset) == samples_per_epoch``. The RNG is seeded from ``seed``, the torch seed and the rank
+    on first use, and reseeded per worker by ``worker_init_fn``.
+
+    Item: {"images": (3, 3, H, W) uint8, "masks": (3, H, W) int64, "num_objects": int,
+    "sequence": str, "frame_indices": (3,) int64} with (H, W) = crop_size.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        year: str = "2017",
+        split: str = "train",
+        resolution: str = "480p",
+        sequences: Sequence[str] | None = None,
+        crop_size: tuple[int, int] = (465, 465),
+        scale: tuple[float, float] = (1.0, 1.3),
+        hflip: bool = True,
+        samples_per_epoch: int = 1000,
+        min_object_pixels: int = MIN_OBJECT_PIXELS,
+        max_retries: int = 10,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.year = str(year)
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.min_object_pixels = int(min_object_pixels)
+        self.max_retries = int(max_retries)
+        self.seed = int(seed)
+        if sequences is None:
+            sequences = list_sequences(root, year=self.year, split=split, resolution=resolution)
+        self.sequences: list[tuple[str, list[Path], list[Path]]] = []
+        for name in sequences:
+            frames, masks = check_sequence(root, name, resolution=resolution, require_all_masks=True)
+            if len(frames) < 2:
+                raise DatasetLayoutError(f"{name}: training needs at least 2 frames, found {len(frames)}")
+            self.sequences.append((name, frames, masks))
+        if not self.sequences:
+            raise DatasetLayoutError(f"no training sequences in {root} ({split})")
+        self.transform = build_clip_transform(self.crop_size, tuple(scale), hflip=hflip)
+        self._rng: np.random.Generator | None = None
+        self._rng_pid: int | None = None
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def reseed(self, seed: int) -> None:
+        """Reset this dataset's RNG and its albumentations RNG from ``seed`` (mixed with the dataset seed)."""
+        self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(seed) % (2**63)]))
+        self.transform.set_random_seed(int(self._rng.integers(2**31)))
+        self._rng_pid = os.getpid()
+
+    def _generator(self) -> np.random.Generator:
+        # A forked worker without worker_init_fn would replay the parent's stream: reseed when the pid
+        # changes. torch.initial_seed() is the run seed in the main process and base_seed + worker_id in a
+        # worker, so this stays reproducible.
+        if self._rng is None or self._rng_pid != os.getpid():
+            self.reseed(_mix_seed(torch.initial_seed(), global_rank()))
+        return self._rng
+
+    def _draw(self, rng: np.random.Generator) -> tuple[str, list[int], np.ndarray, np.ndarray]:
+        name, frames, masks = self.sequences[int(rng.integers(len(self.sequences)))]
+        t = len(frames)
+        q = int(rng.integers(t - 1))
+        idx = [int(rng.integers(t)), q, q + 1]
+        images = _read_frames([frames[i] for i in idx])
+        labels = _read_masks([masks[i] for i in idx], self.year)
+        for i, k in enumerate(idx):
+            _check_pair(frames[k], masks[k], images[i], labels[i])
+        images, labels = apply_clip_transform(self.transform, images, labels)
+        return name, idx, images, labels
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = self._generator()
+        for _ in range(self.max_retries + 1):
+            name, idx, images, labels = self._draw(rng)
+            remapped, n = remap_to_reference(labels, 0)
+            if n > 0 and (object_pixel_counts(remapped[0], n) >= self.min_object_pixels).all():
+                break
+        else:
+            # Keep the last draw, without the objects too small to learn from.
+            remapped, n = remap_to_reference(labels, 0, min_pixels=self.min_object_pixels)
+        image_t, mask_t = clip_to_tensors(images, remapped)
+        return {
+            "images": image_t,
+            "masks": mask_t,
+            "num_objects": n,
+            "sequence": name,
+            "frame_indices": torch.tensor(idx, dtype=torch.int64),
+        }
+
+
+class DavisEvalDataset(Dataset):
+    """One item per sequence, all frames, for validation / evaluation (semi-supervised: frame 0 is given).
+
+    Item: {"name": str, "images": (T, 3, H, W) uint8, "masks": (T, H, W) int64 (frames without an
+    annotation are filled with 255), "annotated": (T,) bool, "frame_ids": list[str],
+    "num_objects": int (max id in the first-frame mask, void excluded)}.
+    Files are read when the item is requested.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        year: str = "2017",
+        split: str = "val",
+        resolution: str = "480p",
+        sequences: Sequence[str] | None = None,
+        max_sequences: int | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.year = str(year)
+        self.max_frames = max_frames
+        if sequences is None:
+            sequences = list_sequences(root, year=self.year, split=split, resolution=resolution)
+        sequences = list(sequences)[:max_sequences] if max_sequences else list(sequences)
+        self.sequences = [(name, *check_sequence(root, name, resolution=resolution)) for name in sequences]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name, frames, masks = self.sequences[index]
+        if self.max_frames:
+            frames = frames[: self.max_frames]
+        images = _read_frames(frames)
+        by_stem = {m.stem: m for m in masks}
+        labels = np.full(images.shape[:3], VOID_LABEL, dtype=np.uint8)
+        annotated = np.zeros(len(frames), dtype=bool)
+        for i, frame in enumerate(frames):
+            if frame.stem in by_stem:
+                labels[i] = self._read_mask_checked(frame, by_stem[frame.stem], images[i])
+                annotated[i] = True
+        first = labels[0]
+        num_objects = int(first[first != VOID_LABEL].max(initial=0))
+        if num_objects == 0:
+            raise MaskFormatError(f"{by_stem[frames[0].stem]}: the first-frame annotation has no object")
+        image_t, mask_t = clip_to_tensors(images, labels)
+        return {
+            "name": name,
+            "images": image_t,
+            "masks": mask_t,
+            "annotated": torch.from_numpy(annotated),
+            "frame_ids": [f.stem for f in frames],
+            "num_objects": num_objects,
+        }
+
+    def _read_mask_checked(self, frame: Path, mask_path: Path, image: np.ndarray) -> np.ndarray:
+        mask = read_mask(mask_path, binary_255=self.year == "2016")
+        _check_pair(frame, mask_path, image, mask)
+        return mask
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Collate + datamodule
+# ----------------------------------------------------------------------------------------------------------
+
+
+def collate_train(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack training items: images (B, 3, 3, H, W) uint8, masks (B, 3, H, W) int64,
+    num_objects (B,) int64 (may differ between items), frame_indices (B, 3) int64, sequence list[str]."""
+    return {
+        "images": torch.stack([b["images"] for b in batch]),
+        "masks": torch.stack([b["masks"] for b in batch]),
+        "num_objects": torch.tensor([int(b["num_objects"]) for b in batch], dtype=torch.int64),
+        "frame_indices": torch.stack([b["frame_indices"] for b in batch]),
+        "sequence": [b["sequence"] for b in batch],
+    }
+
+
+def collate_single(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluation batches hold one whole sequence: return its dict unchanged (no batch dimension)."""
+    if len(batch) != 1:
+        raise ValueError(f"evaluation loaders use batch_size=1, got a batch of {len(batch)}")
+    return batch[0]
+
+
+class DavisDataModule(pl.LightningDataModule):
+    """DAVIS for FEELVOS: random 3-frame training samples and whole-sequence validation.
+
+    Missing or inconsistent data is reported by ``setup()`` with the messages of ``list_sequences`` /
+    ``check_sequence`` (including how to get DAVIS or generate the toy set).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        year: str = "2017",
+        resolution: str = "480p",
+        train_split: str = "train",
+        val_split: str = "val",
+        crop_size: Sequence[int] = (465, 465),
+        scale: Sequence[float] = (1.0, 1.3),
+        samples_per_epoch: int = 1000,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        val_max_sequences: int | None = None,
+        val_max_frames: int | None = None,
+        min_object_pixels: int = MIN_OBJECT_PIXELS,
+        pin_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.year = str(year)
+        self.resolution = resolution
+        self.train_split = train_split
+        self.val_split = val_split
+        # Plain tuples: Hydra passes ListConfig, which must not leak into datasets or checkpoints.
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.val_max_sequences = val_max_sequences
+        self.val_max_frames = val_max_frames
+        self.min_object_pixels = int(min_object_pixels)
+        self.pin_memory = bool(pin_memory)
+        self.seed = int(seed)
+        self.train_dataset: DavisTrainDataset | None = None
+        self.val_dataset: DavisEvalDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            if self.samples_per_epoch < self.batch_size:
+                raise ValueError(
+                    f"samples_per_epoch ({self.samples_per_epoch}) < batch_size ({self.batch_size}): "
+                    "with drop_last the epoch would be empty"
+                )
+            self.train_dataset = DavisTrainDataset(
+                self.root, year=self.year, split=self.train_split, resolution=self.resolution,
+                crop_size=self.crop_size, scale=self.scale, samples_per_epoch=self.samples_per_epoch,
+                min_object_pixels=self.min_object_pixels, seed=self.seed,
+            )
+        if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
+            self.val_dataset = DavisEvalDataset(
+                self.root, year=self.year, split=self.val_split, resolution=self.resolution,
+                max_sequences=self.val_max_sequences, max_frames=self.val_max_frames,
+            )
+
+    def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
+        return dataset
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self._require(self.train_dataset, "fit"),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=worker_init_fn,
+            collate_fn=collate_train,
+            pin_memory=self.pin_memory,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self._require(self.val_dataset, "validate"),
+            batch_size=1,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=worker_init_fn,
+            collate_fn=collate_single,
+            pin_memory=self.pin_memory,
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,3 @@
+from vidseg.models.feelvos.model import FEELVOS, DynamicSegmentationHead, EmbeddingHead
+
+__all__ = ["FEELVOS", "DynamicSegmentationHead", "EmbeddingHead"]

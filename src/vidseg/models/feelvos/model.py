@@ -1,0 +1,260 @@
+"""FEELVOS: embedding, global/local matching and the dynamic segmentation head.
+
+Voigtlaender et al., "FEELVOS: Fast End-to-End Embedding Learning for Video Object Segmentation", CVPR 2019.
+One backbone pass per frame gives stride-4 decoder features and a pixel embedding. For every object
+(background included) the head sees [features, global matching to the reference frame, previous-frame
+probability, local matching to the previous frame] and outputs one logit; logits are soft-maxed across
+objects. The model works on feature-resolution tensors; frames and files are the data/inference layers' job.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg.backbones import build_deeplabv3plus
+from vidseg.ops import global_matching, local_matching
+
+IGNORE_LABEL = 255
+# Logit given to object slots a sample does not have (variable object counts in one batch). Finite, so
+# bf16/fp16 softmax and cross-entropy stay NaN-free.
+ABSENT_LOGIT = -1e4
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k conv + BN + ReLU, then pointwise 1x1 conv + BN + ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels, bias=False),
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class EmbeddingHead(nn.Module):
+    """Decoder features (B, Cin, h, w) -> pixel embedding (B, dim, h, w): depthwise 3x3 + pointwise 1x1."""
+
+    def __init__(self, in_channels: int, dim: int = 100):
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, dim, 1)
+        # Near-identity depthwise init: the embedding starts as a linear projection of the features and
+        # spatial mixing is learned on top (the official head's intent).
+        with torch.no_grad():
+            self.depthwise.weight.normal_(0.0, 0.01)
+            self.depthwise.weight[:, :, 1, 1] += 1.0
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(features))
+
+
+class DynamicSegmentationHead(nn.Module):
+    """Shared per-object head: (B*N, in_channels, h, w) -> one logit map (B*N, 1, h, w).
+
+    ``num_layers`` depthwise-separable ``kernel_size`` convs of ``channels`` channels, then a 1x1 conv.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 256, kernel_size: int = 7, num_layers: int = 4):
+        super().__init__()
+        layers = [SeparableConv(in_channels if i == 0 else channels, channels, kernel_size) for i in range(num_layers)]
+        self.layers = nn.Sequential(*layers)
+        self.classifier = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.layers(x))
+
+
+def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of label maps (B, H, W) int64 -> (B, h, w) int64 (labels are not averaged)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def one_hot_probabilities(labels: torch.Tensor, num_objects: int) -> torch.Tensor:
+    """Label map (B, h, w) -> probabilities (B, N, h, w) float; ignored pixels (255) get all zeros."""
+    valid = labels != IGNORE_LABEL
+    onehot = F.one_hot(labels.clamp(max=num_objects - 1) * valid, num_objects).permute(0, 3, 1, 2)
+    return (onehot * valid[:, None]).float()
+
+
+def sample_reference_pixels(
+    embedding: torch.Tensor,
+    labels: torch.Tensor,
+    num_objects: int,
+    max_per_object: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep at most ``max_per_object`` random reference pixels per object (FEELVOS training uses 1024).
+
+    Args:
+        embedding: (B, C, h, w) reference-frame embedding.
+        labels: (B, h, w) int64 reference labels, 255 = ignored.
+    Returns:
+        embedding (B, C, 1, K) of the kept pixels and labels (B, 1, K), padded with label 255 where a batch
+        element keeps fewer than K pixels. Global matching takes these as a 1-pixel-high reference.
+    """
+    batch, channels = embedding.shape[:2]
+    flat_emb = embedding.flatten(2)
+    flat_lab = labels.flatten(1)
+    keep: list[torch.Tensor] = []
+    for b in range(batch):
+        chosen = []
+        for obj in range(num_objects):
+            idx = (flat_lab[b] == obj).nonzero().squeeze(1)
+            if idx.numel() > max_per_object:
+                perm = torch.randperm(idx.numel(), generator=generator, device="cpu").to(idx.device)
+                idx = idx[perm[:max_per_object]]
+            chosen.append(idx)
+        keep.append(torch.cat(chosen))
+    size = max(1, max(k.numel() for k in keep))
+    out_emb = embedding.new_zeros(batch, channels, 1, size)
+    out_lab = labels.new_full((batch, 1, size), IGNORE_LABEL)
+    for b, idx in enumerate(keep):
+        out_emb[b, :, 0, : idx.numel()] = flat_emb[b][:, idx]
+        out_lab[b, 0, : idx.numel()] = flat_lab[b][idx]
+    return out_emb, out_lab
+
+
+class FEELVOS(nn.Module):
+    """FEELVOS network.
+
+    Args:
+        backbone: dict for :func:`vidseg.backbones.build_deeplabv3plus` (``name``, ``output_stride``,
+            ``weights``, ``frozen_bn``, ``decoder_channels``, ``aspp_channels``, ``atrous_rates``).
+        embedding_dim: pixel embedding size (paper: 100).
+        head_channels / head_kernel / head_layers: dynamic segmentation head (paper: 256 / 7 / 4).
+        local_max_distance: local matching window radius k at stride 4 (paper: 15).
+        local_dilation: dilation of the local window.
+        max_reference_per_object: reference pixels kept per object in training (paper: 1024); inference
+            uses all reference pixels.
+        matching_impl: ``impl`` passed to :mod:`vidseg.ops` ("auto" picks the fastest exact path).
+    """
+
+    def __init__(
+        self,
+        backbone: dict,
+        *,
+        embedding_dim: int = 100,
+        head_channels: int = 256,
+        head_kernel: int = 7,
+        head_layers: int = 4,
+        local_max_distance: int = 15,
+        local_dilation: int = 1,
+        max_reference_per_object: int = 1024,
+        matching_impl: str = "auto",
+    ):
+        super().__init__()
+        backbone = dict(backbone)
+        name = backbone.pop("name")
+        self.feature_extractor = build_deeplabv3plus(name, **backbone)
+        decoder_channels = self.feature_extractor.out_channels
+        self.embedding_head = EmbeddingHead(decoder_channels, embedding_dim)
+        self.head = DynamicSegmentationHead(decoder_channels + 3, head_channels, head_kernel, head_layers)
+        self.local_max_distance = local_max_distance
+        self.local_dilation = local_dilation
+        self.max_reference_per_object = max_reference_per_object
+        self.matching_impl = matching_impl
+        # Inputs are padded to a multiple of the deepest feature stride so every level aligns exactly.
+        self.size_divisor = self.feature_extractor.backbone.output_stride
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB frames (B, 3, H, W) uint8 or float in [0, 255] -> (features (B, Cd, H/4, W/4), embedding (B, E, H/4, W/4))."""
+        x = (images.float() - self.pixel_mean) / self.pixel_std
+        features = self.feature_extractor(x)
+        return features, self.embedding_head(features)
+
+    def segment(
+        self,
+        features: torch.Tensor,
+        embedding: torch.Tensor,
+        ref_embedding: torch.Tensor,
+        ref_labels: torch.Tensor,
+        prev_embedding: torch.Tensor,
+        prev_labels: torch.Tensor,
+        prev_probs: torch.Tensor,
+        num_objects: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-object logits of the current frame at feature resolution.
+
+        Args:
+            features: (B, Cd, h, w) decoder features of the current frame.
+            embedding: (B, E, h, w) embedding of the current frame.
+            ref_embedding: (B, E, Hr, Wr) reference embedding (a full frame, or (B, E, 1, K) sampled pixels).
+            ref_labels: (B, Hr, Wr) int64 reference labels in [0, N) or 255.
+            prev_embedding: (B, E, h, w) previous-frame embedding.
+            prev_labels: (B, h, w) int64 previous-frame labels in [0, N) or 255.
+            prev_probs: (B, N, h, w) previous-frame probabilities.
+            num_objects: (B,) int64 foreground objects per sample; N = max(num_objects) + 1.
+        Returns:
+            logits (B, N, h, w); slots beyond a sample's object count hold ABSENT_LOGIT.
+        """
+        batch, _, h, w = features.shape
+        n = prev_probs.shape[1]
+        global_dist = global_matching(embedding, ref_embedding, ref_labels, n, impl=self.matching_impl)
+        local_dist = local_matching(
+            embedding, prev_embedding, prev_labels, n, self.local_max_distance, self.local_dilation,
+            impl=self.matching_impl,
+        )
+        per_object = torch.cat(
+            [
+                features[:, None].expand(batch, n, *features.shape[1:]),
+                global_dist[:, :, None].to(features.dtype),
+                prev_probs[:, :, None].to(features.dtype),
+                local_dist[:, :, None].to(features.dtype),
+            ],
+            dim=2,
+        )  # (B, N, Cd + 3, h, w): all objects go through the shared head in one batch
+        logits = self.head(per_object.flatten(0, 1)).view(batch, n, h, w).float()
+        present = torch.arange(n, device=logits.device)[None, :] <= num_objects.to(logits.device)[:, None]
+        return logits.masked_fill(~present[:, :, None, None], ABSENT_LOGIT)
+
+    def forward_train(self, images: torch.Tensor, masks: torch.Tensor, num_objects: torch.Tensor) -> torch.Tensor:
+        """Training forward on FEELVOS triplets.
+
+        Args:
+            images: (B, 3, 3, H, W) uint8 frames [reference, previous (q), current (q+1)].
+            masks: (B, 3, H, W) int64 labels of those frames (ids absent from the reference already 0).
+            num_objects: (B,) int64 foreground objects per sample.
+        Returns:
+            logits (B, N, H, W) of the current frame at input resolution, N = max(num_objects) + 1.
+        """
+        batch, _, _, height, width = images.shape
+        n = int(num_objects.max()) + 1
+        features, embedding = self.embed(images.flatten(0, 1))  # one backbone pass for all three frames
+        size = tuple(features.shape[-2:])
+        features = features.unflatten(0, (batch, 3))
+        embedding = embedding.unflatten(0, (batch, 3))
+        labels = downsample_labels(masks.flatten(0, 1), size).unflatten(0, (batch, 3))
+        ref_emb, ref_lab = sample_reference_pixels(
+            embedding[:, 0], labels[:, 0], n, self.max_reference_per_object
+        )
+        logits = self.segment(
+            features[:, 2], embedding[:, 2], ref_emb, ref_lab,
+            embedding[:, 1], labels[:, 1], one_hot_probabilities(labels[:, 1], n), num_objects,
+        )
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int, value: float = 0) -> torch.Tensor:
+    """Pad (..., H, W) at the bottom/right with ``value`` up to multiples of ``divisor``.
+
+    Frames are padded with 0 and label maps with 255 (ignored), so padding never matches an object.
+    """
+    height, width = x.shape[-2:]
+    pad_h = math.ceil(height / divisor) * divisor - height
+    pad_w = math.ceil(width / divisor) * divisor - width
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=value)
+    return x

@@ -1,0 +1,99 @@
+"""LightningModule for semi-supervised VOS with FEELVOS: loss, optimisation, validation J&F."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from vidseg.inference.vos import VOSPredictor
+from vidseg.metrics import JAndF
+from vidseg.models.feelvos import FEELVOS
+from vidseg.models.feelvos.model import IGNORE_LABEL
+
+
+def bootstrapped_cross_entropy(logits: torch.Tensor, target: torch.Tensor, top_fraction: float) -> torch.Tensor:
+    """Softmax cross-entropy averaged over the hardest ``top_fraction`` of valid pixels of each sample.
+
+    Args:
+        logits: (B, N, H, W) float.
+        target: (B, H, W) int64 in [0, N) or 255 (ignored).
+        top_fraction: in (0, 1]; 1 is plain cross-entropy over the valid pixels.
+    """
+    pixel_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL, reduction="none").flatten(1)
+    valid = (target != IGNORE_LABEL).flatten(1)
+    losses = []
+    for sample_loss, sample_valid in zip(pixel_loss, valid, strict=True):
+        values = sample_loss[sample_valid]
+        if values.numel() == 0:
+            continue
+        k = max(1, math.ceil(top_fraction * values.numel()))
+        losses.append(values.topk(k, sorted=False).values.mean() if k < values.numel() else values.mean())
+    if not losses:  # every pixel ignored: a zero that still depends on the graph
+        return logits.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+class VOSTask(pl.LightningModule):
+    """FEELVOS training and validation.
+
+    All arguments are plain dicts (saved as hyper-parameters, so checkpoints load with weights_only=True
+    and rebuild the network with no config files):
+
+    Args:
+        net: keyword arguments of :class:`vidseg.models.feelvos.FEELVOS`.
+        optimizer: a Hydra-instantiable partial spec, e.g. {"_target_": "torch.optim.SGD", "lr": 7e-4, ...}.
+        scheduler: {"power": 0.9} for the poly schedule over all training steps, or None for constant lr.
+        loss: {"bootstrap_final": 0.15, "bootstrap_anneal": 0.5}: the hardest-pixel fraction is annealed
+            linearly from 1 to ``bootstrap_final`` over the first ``bootstrap_anneal`` of training.
+        val_precision: precision of the validation predictor ("32" or "bf16-mixed").
+    """
+
+    def __init__(self, net: dict, optimizer: dict, scheduler: dict | None = None, loss: dict | None = None,
+                 val_precision: str = "32"):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = FEELVOS(**net)
+        self.loss_config = {"bootstrap_final": 0.15, "bootstrap_anneal": 0.5, **(loss or {})}
+        self.val_jf = JAndF()
+
+    def bootstrap_fraction(self) -> float:
+        total = max(1, self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        progress = min(1.0, self.global_step / max(1.0, self.loss_config["bootstrap_anneal"] * total))
+        return 1.0 - progress * (1.0 - self.loss_config["bootstrap_final"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self.model.forward_train(batch["images"], batch["masks"], batch["num_objects"])
+        fraction = self.bootstrap_fraction()
+        loss = bootstrapped_cross_entropy(logits, batch["masks"][:, 2], fraction)
+        batch_size = batch["images"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/bootstrap_fraction", fraction, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """``batch`` is one full sequence: images (T, 3, H, W) uint8, masks (T, H, W) int64, name."""
+        predictor = VOSPredictor(self.model, precision=self.hparams.val_precision)
+        pred = predictor.predict_sequence(batch["images"], batch["masks"][0])
+        self.val_jf.update(pred, batch["masks"].cpu(), sequence=batch["name"])
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_jf.compute()
+        self.log_dict(
+            {"val/J&F": scores["J&F-Mean"], "val/J": scores["J-Mean"], "val/F": scores["F-Mean"]},
+            prog_bar=True, sync_dist=False,  # JAndF already gathers every rank's objects
+        )
+        self.val_jf.reset()
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.PolynomialLR(
+            optimizer, total_iters=total, power=float(self.hparams.scheduler.get("power", 0.9))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

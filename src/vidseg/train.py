@@ -1,0 +1,62 @@
+"""Train a model: ``python -m vidseg.train task=vos [experiment=toy_vos] [trainer=gpu] [data.root=...]``.
+
+Everything is built from the Hydra config; outputs (checkpoints, CSV logs, the resolved config) go to the
+Hydra run directory. ``ckpt_path=<file>`` resumes a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+def build_task(model_cfg: DictConfig) -> pl.LightningModule:
+    """Instantiate the LightningModule with plain-container arguments (safe, weights_only checkpoints)."""
+    kwargs = OmegaConf.to_container(model_cfg, resolve=True)
+    task_class = get_class(kwargs.pop("_target_"))
+    return task_class(**kwargs)
+
+
+def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the task described by ``cfg``; returns the final metrics and checkpoint paths."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    task = build_task(cfg.model)
+    trainer = build_trainer(cfg)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    checkpoint = trainer.checkpoint_callback
+    result = {
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "best_checkpoint": getattr(checkpoint, "best_model_path", "") or None,
+        "last_checkpoint": getattr(checkpoint, "last_model_path", "") or None,
+        "output_dir": trainer.default_root_dir,
+    }
+    if trainer.is_global_zero:
+        print("\nTraining finished.")
+        for key, value in sorted(result["metrics"].items()):
+            print(f"  {key:<28s} {value:.4f}")
+        for key in ("best_checkpoint", "last_checkpoint"):
+            if result[key]:
+                print(f"  {key:<28s} {Path(result[key]).resolve()}")
+        print(f"  {'logs':<28s} {Path(trainer.default_root_dir).resolve()}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Clip transforms and id remapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vidseg.data.transforms import (
+    IMAGE_PAD_FILL,
+    apply_clip_transform,
+    build_clip_transform,
+    clip_to_tensors,
+    object_pixel_counts,
+    remap_to_reference,
+)
+
+
+def test_remap_to_reference() -> None:
+    masks = np.zeros((3, 4, 4), np.uint8)
+    masks[0, 0, :2] = 5
+    masks[0, 1, :] = 2
+    masks[0, 3, 3] = 255
+    masks[1, 0, 0] = 7  # not in the reference -> background
+    masks[1, 2, :] = 5
+    masks[2, 3, :] = 2
+    out, n = remap_to_reference(masks, 0)
+    assert n == 2 and out.dtype == np.int64
+    assert out[0, 1, 0] == 1 and out[0, 0, 0] == 2  # compacted in id order: 2 -> 1, 5 -> 2
+    assert out[0, 3, 3] == 255  # void kept
+    assert out[1, 0, 0] == 0 and (out[1, 2] == 2).all() and (out[2, 3] == 1).all()
+    dropped, n_small = remap_to_reference(masks, 0, min_pixels=3)  # id 5 has 2 reference pixels
+    assert n_small == 1 and (dropped[1, 2] == 0).all() and (dropped[2, 3] == 1).all()
+    assert object_pixel_counts(out[0], 2).tolist() == [4, 2]
+
+
+def test_clip_transform_shapes_seed_and_padding() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
+    masks = rng.integers(0, 3, (3, 20, 30), dtype=np.uint8)
+    a = apply_clip_transform(build_clip_transform((24, 16), seed=5), images, masks)
+    b = apply_clip_transform(build_clip_transform((24, 16), seed=5), images, masks)
+    assert a[0].shape == (3, 24, 16, 3) and a[0].dtype == np.uint8 and a[1].shape == (3, 24, 16)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # the Compose seed decides the draw
+    # 20 rows < 24: 4 padded rows, void in masks (not background) and the mean colour in images.
+    pad_images, pad_masks = apply_clip_transform(build_clip_transform((24, 16), scale=(1.0, 1.0), seed=0),
+                                                 images, masks)
+    void_rows = (pad_masks == 255).all(axis=(0, 2))
+    assert void_rows.sum() == 4
+    assert (pad_images[:, void_rows] == np.array(IMAGE_PAD_FILL, np.uint8)).all()
+    with pytest.raises(ValueError):
+        build_clip_transform((8, 8), scale=(1.3, 1.0))
+    with pytest.raises(ValueError):
+        apply_clip_transform(build_clip_transform((8, 8)), images, masks[:2])
+
+
+def test_clip_to_tensors() -> None:
+    images = np.zeros((2, 5, 6, 3), np.uint8)
+    images[1, 2, 3] = (1, 2, 3)
+    t_images, t_masks = clip_to_tensors(images, np.ones((2, 5, 6), np.uint8))
+    assert t_images.shape == (2, 3, 5, 6) and t_images.dtype == torch.uint8
+    assert t_images[1, :, 2, 3].tolist() == [1, 2, 3]
+    assert t_masks.dtype == torch.int64

@@ -1,0 +1,169 @@
+"""The real configs composed and run end to end on the tiny toy set: train, resume, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from vidseg.data.davis import list_sequences, sequence_paths
+from vidseg.data.io import read_mask, write_mask
+from vidseg.evaluate import evaluate
+from vidseg.predict import predict
+from vidseg.train import train
+
+# A network small enough to train a few steps in seconds on CPU.
+TINY_MODEL = [
+    "backbone=resnet18",
+    "model.net.backbone.decoder_channels=16",
+    "model.net.backbone.aspp_channels=16",
+    "model.net.embedding_dim=8",
+    "model.net.head_channels=16",
+    "model.net.head_kernel=3",
+    "model.net.head_layers=1",
+    "model.net.local_max_distance=3",
+    "model.net.max_reference_per_object=64",
+]
+
+
+def compose_config(name: str, output_dir: Path, overrides: list[str]):
+    """Compose ``conf/<name>.yaml`` as ``python -m vidseg.<name>`` would, with its run dir at ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module("vidseg.conf", version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(toy_davis_root, tmp_path_factory):
+    """Two training steps with validation: the checkpoint other tests use."""
+    out = tmp_path_factory.mktemp("train")
+    cfg = compose_config("train", out, [
+        "task=vos", f"data.root={toy_davis_root}", *TINY_MODEL,
+        "data.crop_size=[64,112]", "data.batch_size=2", "data.samples_per_epoch=4", "data.num_workers=0",
+        "data.val_max_frames=5", "trainer.max_steps=2", "trainer.log_every_n_steps=1",
+    ])
+    result = train(cfg)
+    return out, result
+
+
+def test_train_writes_checkpoints_logs_and_validation_jf(trained):
+    out, result = trained
+    assert 0.0 <= result["metrics"]["val/J&F"] <= 1.0
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.is_file() and result["best_checkpoint"]
+    assert (out / "csv" / "metrics.csv").is_file()
+    checkpoint = torch.load(last, weights_only=True)  # plain containers only
+    assert checkpoint["global_step"] == 2
+    assert isinstance(checkpoint["hyper_parameters"]["net"], dict)
+
+
+def test_resume_continues_from_the_checkpoint(trained, toy_davis_root, tmp_path):
+    out, _ = trained
+    cfg = compose_config("train", tmp_path, [
+        "task=vos", f"data.root={toy_davis_root}", *TINY_MODEL,
+        "data.crop_size=[64,112]", "data.batch_size=2", "data.samples_per_epoch=4", "data.num_workers=0",
+        "data.val_max_frames=5", "trainer.max_steps=4", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+    ])
+    train(cfg)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_fix(tmp_path):
+    cfg = compose_config("train", tmp_path / "run", ["task=vos", f"data.root={tmp_path / 'nowhere'}", *TINY_MODEL])
+    with pytest.raises(FileNotFoundError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "nowhere" in message and "davischallenge" in message.lower() and "toy" in message
+
+
+def test_evaluate_checkpoint_then_rerun_reuses_only_fresh_masks(trained, toy_davis_root, tmp_path, capsys):
+    out, _ = trained
+    ckpt = out / "checkpoints" / "last.ckpt"
+    cfg = compose_config("evaluate", tmp_path, ["task=vos", f"ckpt={ckpt}", f"data.root={toy_davis_root}",
+                                                "data.split=val"])
+    results = evaluate(cfg)
+    printed = capsys.readouterr().out
+    assert "J&F-Mean" in printed
+    assert (tmp_path / "global_results-val.csv").read_text().startswith("J&F-Mean,J-Mean,J-Recall")
+    saved = json.loads((tmp_path / "results-val.json").read_text())["global"]
+    assert saved["J&F-Mean"] == pytest.approx(results.global_metrics["J&F-Mean"])
+    seqs = list_sequences(toy_davis_root, split="val")
+    assert len(list((tmp_path / "masks" / seqs[0]).glob("*.png"))) == len(sequence_paths(toy_davis_root, seqs[0])[0])
+
+    evaluate(cfg)  # same checkpoint: sequences are kept
+    assert "already predicted" in capsys.readouterr().out
+    copy = tmp_path / "other.ckpt"
+    shutil.copy(ckpt, copy)  # another checkpoint file: stale masks must be recomputed
+    cfg = compose_config("evaluate", tmp_path, ["task=vos", f"ckpt={copy}", f"data.root={toy_davis_root}"])
+    evaluate(cfg)
+    assert "already predicted" not in capsys.readouterr().out
+
+
+def test_evaluate_results_folder_ground_truth_scores_one(toy_davis_root, tmp_path):
+    """Scoring the ground truth itself must give perfect J and F."""
+    results_dir = tmp_path / "gt_as_results"
+    for seq in list_sequences(toy_davis_root, split="val"):
+        for path in sequence_paths(toy_davis_root, seq)[1]:
+            write_mask(results_dir / seq / path.name, read_mask(path))
+    cfg = compose_config("evaluate", tmp_path / "eval", ["task=vos", f"data.root={toy_davis_root}",
+                                                         f"predictions={results_dir}"])
+    results = evaluate(cfg)
+    assert results.global_metrics["J&F-Mean"] == 1.0
+    # an RGB results mask is refused with the file named
+    seq = list_sequences(toy_davis_root, split="val")[0]
+    bad = results_dir / seq / "00001.png"
+    from PIL import Image
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(bad)
+    with pytest.raises(ValueError, match="00001.png"):
+        evaluate(cfg)
+
+
+def test_predict_mp4_writes_masks_and_overlay(trained, toy_davis_root, toy_video_path, tmp_path):
+    out, _ = trained
+    seq = list_sequences(toy_davis_root, split="val")[0]
+    frames, masks = sequence_paths(toy_davis_root, seq)
+    cfg = compose_config("predict", tmp_path, [
+        "task=vos", f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"input={toy_video_path}",
+        f"mask={masks[0]}", f"output={tmp_path / 'pred'}",
+    ])
+    summary = predict(cfg)
+    written = sorted((tmp_path / "pred" / "masks").glob("*.png"))
+    assert summary["frames"] == len(written) == len(frames)
+    assert np.array_equal(read_mask(written[0]), read_mask(masks[0]))
+    assert (tmp_path / "pred" / "overlay.mp4").stat().st_size > 0
+
+
+def test_predict_bad_inputs(trained, toy_davis_root, tmp_path):
+    out, _ = trained
+    ckpt = out / "checkpoints" / "last.ckpt"
+    seq = list_sequences(toy_davis_root, split="val")[0]
+    frames, masks = sequence_paths(toy_davis_root, seq)
+    small = tmp_path / "small.png"
+    write_mask(small, np.ones((8, 8), np.uint8))
+    frame_dir = frames[0].parent
+    cfg = compose_config("predict", tmp_path, ["task=vos", f"ckpt={ckpt}", f"input={frame_dir}", f"mask={small}"])
+    with pytest.raises(ValueError, match="small.png"):
+        predict(cfg)
+    empty_mask = tmp_path / "empty.png"
+    write_mask(empty_mask, np.zeros(read_mask(masks[0]).shape, np.uint8))
+    cfg = compose_config("predict", tmp_path, ["task=vos", f"ckpt={ckpt}", f"input={frame_dir}", f"mask={empty_mask}"])
+    with pytest.raises(ValueError, match="no object"):
+        predict(cfg)
+    empty_mp4 = tmp_path / "empty.mp4"
+    empty_mp4.write_bytes(b"")
+    cfg = compose_config("predict", tmp_path, ["task=vos", f"ckpt={ckpt}", f"input={empty_mp4}", f"mask={masks[0]}"])
+    with pytest.raises(OSError, match="empty.mp4"):
+        predict(cfg)
