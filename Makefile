@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow test-gpu lint bench clean
 
 install: $(STAMP)
 
@@ -22,11 +22,15 @@ demo: install
 
 ## Fast CPU tests (offline, tiny fixtures).
 test: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not cuda" tests
 
 ## Slow checks (learning checks, larger sizes).
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
+
+## GPU checks (Triton kernels on CUDA); needs a CUDA GPU.
+test-gpu: install
+	$(PY) -m pytest -q -m cuda tests
 
 lint: install
 	$(PY) -m ruff check src tests bench
@@ -34,6 +38,7 @@ lint: install
 ## Benchmarks: print tables and write bench/results/.
 bench: install
 	$(PY) -m bench.ops --out bench/results
+	$(PY) -m bench.feelvos_fps --out bench/results
 
 clean:
 	rm -rf $(VENV) outputs build dist src/*.egg-info

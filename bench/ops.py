@@ -23,6 +23,8 @@ Writes ops-<device>[-quick].md and .json under --out.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import datetime
 import json
 import os
@@ -30,12 +32,18 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Before torch loads OpenMP: on a shared machine, spin-waiting worker threads compete with other
+# processes for the cores and make every parallel op wait for a scheduler tick (10-100x slowdowns of
+# short ops). Passive waiting measures the code, not the scheduler. Set OMP_WAIT_POLICY to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vidseg.ops import correlation, flow_warp, global_matching, local_matching
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from vidseg.ops import correlation, flow_warp, global_matching, local_matching  # noqa: E402
 
 IGNORE = 255
 
@@ -64,10 +72,19 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS so that reusing them counts as new memory."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measure(fn: Callable[[], torch.Tensor], device: str, repeats: int) -> tuple[float, float, torch.Tensor]:
-    """Best-of-``repeats`` wall time (s), peak extra memory (MB) over the runs, and the last output."""
+    """Best-of-``repeats`` wall time (s), peak extra memory (MB) over the runs, and the last output.
+    With repeats > 1 an unmeasured warm-up run comes first."""
     best, peak = float("inf"), 0.0
-    out = None
+    out = fn() if repeats > 1 else None  # warm-up (lazy initialisation, allocator caches)
     for _ in range(repeats):
         out = None
         if device == "cuda":
@@ -75,6 +92,7 @@ def measure(fn: Callable[[], torch.Tensor], device: str, repeats: int) -> tuple[
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
         else:
+            _release_free_heap()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current resident size
             before = _status_kb("VmRSS") * 1024
@@ -102,6 +120,7 @@ def machine(device: str) -> dict:
         "cpu": model,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,
@@ -157,18 +176,20 @@ def cfbi_unfold_local(query, previous, labels, num_objects, k, band_rows):
 
 
 def tf_shifted_local(query, previous, labels, num_objects, k):
-    """FEELVOS TF fallback: distance maps of the 961 shifted slices stacked, then per-object masked min."""
+    """FEELVOS TF fallback: distance maps of the 961 shifted slices stacked, then per-object masked min
+    (written with one reused difference buffer, so that the loop does not churn the allocator)."""
     batch, channels, height, width = query.shape
+    size = 2 * k + 1
     padded = F.pad(previous, (k, k, k, k))  # padded positions carry the IGNORE label
     padded_labels = F.pad(labels, (k, k, k, k), value=IGNORE)
-    dists, shifted_labels = [], []
-    for dy in range(2 * k + 1):
-        for dx in range(2 * k + 1):
-            shifted = padded[:, :, dy : dy + height, dx : dx + width]
-            dists.append((query - shifted).square().sum(1))
-            shifted_labels.append(padded_labels[:, dy : dy + height, dx : dx + width])
-    dist = torch.tanh(torch.stack(dists, 1) / 2)  # (B, 961, H, W)
-    stacked_labels = torch.stack(shifted_labels, 1)
+    dist = query.new_empty((batch, size * size, height, width))
+    stacked_labels = labels.new_empty((batch, size * size, height, width))
+    diff = torch.empty_like(query)
+    for i, (dy, dx) in enumerate((dy, dx) for dy in range(size) for dx in range(size)):
+        torch.sub(query, padded[:, :, dy : dy + height, dx : dx + width], out=diff)
+        torch.sum(diff.square_(), 1, out=dist[:, i])
+        stacked_labels[:, i] = padded_labels[:, dy : dy + height, dx : dx + width]
+    dist = torch.tanh(dist / 2)
     out = [torch.where(stacked_labels == o, dist, 1.0).amin(1) for o in range(num_objects)]
     return torch.stack(out, 1)
 
@@ -192,53 +213,58 @@ def cdist_global(query, reference, labels, num_objects):
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
-    device = args.device
-    quick = args.quick
+    device, quick = args.device, args.quick
+    info = machine(device)
     rows: list[Row] = []
 
     def add(op, case, method, fn, repeats, ours=None, note=""):
+        """Measure ``fn``; baseline rows (``ours`` given) get a speed-up and a diff against it."""
         t, mem, out = measure(fn, device, repeats)
-        if ours is None:
-            row = Row(op, case, method, t, mem, 1.0, 0.0, note)
-        else:
-            diff = float((out.float() - ours[2].float()).abs().max())
-            row = Row(op, case, method, t, mem, t / ours[0], diff, note)
-        rows.append(row)
-        print(f"{op:12s} {case:34s} {method:32s} {t * 1e3:10.1f} ms {mem:9.1f} MB  x{row.speedup:6.1f}"
-              f"  diff {row.max_abs_diff:.1e}", flush=True)  # fmt: skip
+        speedup, diff = 1.0, 0.0
+        if ours is not None:
+            speedup, diff = t / ours[0], float((out.float() - ours[2].float()).abs().max())
+        rows.append(Row(op, case, method, t, mem, speedup, diff, note))
+        print(
+            f"{op:12s} {case:34s} {method:30s} {t * 1e3:10.1f} ms {mem:9.1f} MB  x{speedup:6.1f}  diff {diff:.1e}",
+            flush=True,
+        )
         return t, mem, out
 
     # FEELVOS matching at DAVIS 480p, stride 4
     height, width, channels, k = (30, 54, 32, 7) if quick else (120, 214, 100, 15)
+    band = height if quick else 4
     size = f"{height}x{width} C={channels}"
     query = embeddings((1, channels, height, width), device, 0)
     previous = embeddings((1, channels, height, width), device, 1)
     for n in (1, 3, 10):
-        labels = blob_labels(1, height, width, n, device, n)
+        args = (query, previous, blob_labels(1, height, width, n, device, n), n)
         case = f"{size} k={k} N={n}"
-        ours = add("local", case, "vidseg (auto)", lambda: local_matching(query, previous, labels, n, k), 3)
-        band = 4 if not quick else height
-        add("local", case, "CFBI-style unfold", lambda: cfbi_unfold_local(query, previous, labels, n, k, band), 1,
-            ours, note=f"bands of {band} rows" if band < height else "")  # fmt: skip
-        add("local", case, "TF-style 961 shifted slices", lambda: tf_shifted_local(query, previous, labels, n, k), 1,
-            ours)  # fmt: skip
+        ours = add("local", case, "vidseg (auto)", partial(local_matching, *args, k), 3)
+        note = f"bands of {band} rows" if band < height else ""
+        add("local", case, "CFBI-style unfold", partial(cfbi_unfold_local, *args, k, band), 1, ours, note)
+        add("local", case, "TF-style 961 shifted slices", partial(tf_shifted_local, *args, k), 1, ours)
     for n in (1, 3, 10):
-        labels = blob_labels(1, height, width, n, device, n)
+        args = (query, previous, blob_labels(1, height, width, n, device, n), n)
         case = f"{size} all {height * width} ref px N={n}"
-        ours = add("global", case, "vidseg (auto)", lambda: global_matching(query, previous, labels, n), 2)
-        add("global", case, "cdist per object", lambda: cdist_global(query, previous, labels, n), 1, ours)
+        ours = add("global", case, "vidseg (auto)", partial(global_matching, *args), 2)
+        add("global", case, "cdist per object", partial(cdist_global, *args), 1, ours)
 
     # VPSNet fusion at P2 of a 1024x2048 image
     height, width, channels, r = (32, 64, 64, 4) if quick else (256, 512, 256, 4)
     x1 = embeddings((1, channels, height, width), device, 2)
     x2 = embeddings((1, channels, height, width), device, 3)
     case = f"{height}x{width} C={channels} r={r}"
-    ours = add("correlation", case, "vidseg (auto)", lambda: correlation(x1, x2, r), 3)
-    add("correlation", case, "81 shifted slices (reference)", lambda: correlation(x1, x2, r, impl="reference"), 1,
-        ours)  # fmt: skip
+    ours = add("correlation", case, "vidseg (auto)", partial(correlation, x1, x2, r), 3)
+    baseline = partial(correlation, x1, x2, r, impl="reference")
+    add("correlation", case, "81 shifted slices (reference)", baseline, 1, ours)
     flow = 5 * torch.randn((1, 2, height, width), generator=torch.Generator().manual_seed(4)).to(device)
-    add("flow_warp", f"{height}x{width} C={channels}", "vidseg (F.grid_sample)", lambda: flow_warp(x1, flow), 3)
-    info = machine(device)
+    add(
+        "flow_warp",
+        f"{height}x{width} C={channels}",
+        "vidseg (F.grid_sample)",
+        partial(flow_warp, x1, flow),
+        3,
+    )
     info["load_average_end"] = os.getloadavg()
     info["command"] = "python -m bench.ops" + (" --quick" if quick else "") + f" --device {device}"
     return rows, info
@@ -249,9 +275,10 @@ def markdown(rows: list[Row], info: dict) -> str:
         "# vidseg.ops benchmark",
         "",
         f"`{info['command']}` on {info['cpu']} ({info['cpu_count']} cores, torch {info['torch']}, "
-        f"{info['torch_threads']} threads{', ' + info['gpu'] if 'gpu' in info else ''}), {info['date']}.",
-        f"Load average at start / end: {info['load_average_start'][0]:.2f} / {info['load_average_end'][0]:.2f} "
-        "(the machine is shared; timings are best-of-N).",
+        f"{info['torch_threads']} threads, OMP_WAIT_POLICY={info['omp_wait_policy']}"
+        f"{', ' + info['gpu'] if 'gpu' in info else ''}), {info['date']}.",
+        f"Load average at start / end: {info['load_average_start'][0]:.2f} / "
+        f"{info['load_average_end'][0]:.2f} (the machine is shared; timings are best-of-N).",
         "",
         "| op | case | method | time (ms) | peak extra memory (MB) | vidseg speed-up | max abs diff | note |",
         "|---|---|---|---:|---:|---:|---:|---|",
@@ -259,9 +286,17 @@ def markdown(rows: list[Row], info: dict) -> str:
     for r in rows:
         speed = "" if r.method.startswith("vidseg") else f"{r.speedup:.1f}x"
         diff = "" if r.method.startswith("vidseg") else f"{r.max_abs_diff:.1e}"
-        lines.append(
-            f"| {r.op} | {r.case} | {r.method} | {r.time_s * 1e3:.1f} | {r.peak_extra_mb:.1f} | {speed} | {diff} | {r.note} |"
-        )
+        cells = [
+            r.op,
+            r.case,
+            r.method,
+            f"{r.time_s * 1e3:.1f}",
+            f"{r.peak_extra_mb:.1f}",
+            speed,
+            diff,
+            r.note,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

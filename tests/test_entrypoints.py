@@ -167,3 +167,16 @@ def test_predict_bad_inputs(trained, toy_davis_root, tmp_path):
     cfg = compose_config("predict", tmp_path, ["task=vos", f"ckpt={ckpt}", f"input={empty_mp4}", f"mask={masks[0]}"])
     with pytest.raises(OSError, match="empty.mp4"):
         predict(cfg)
+
+
+def test_ddp_on_two_cpu_processes(toy_davis_root, tmp_path):
+    """Lightning DDP (spawned, gloo) with the real config: training, J&F gathered over ranks, checkpoint."""
+    cfg = compose_config("train", tmp_path, [
+        "task=vos", f"data.root={toy_davis_root}", *TINY_MODEL,
+        "data.crop_size=[64,112]", "data.batch_size=2", "data.samples_per_epoch=8", "data.num_workers=0",
+        "data.val_max_frames=5", "trainer.max_steps=2", "trainer.accelerator=cpu", "trainer.devices=2",
+        "+trainer.strategy=ddp_spawn", "logger=none",
+    ])
+    result = train(cfg)
+    assert 0.0 <= result["metrics"]["val/J&F"] <= 1.0
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

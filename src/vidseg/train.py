@@ -22,8 +22,10 @@ def build_task(model_cfg: DictConfig) -> pl.LightningModule:
 
 
 def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # logger=none: the learning-rate monitor has nowhere to write and would refuse to start
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 

@@ -31,3 +31,20 @@ def test_all_ignored_gives_zero_with_graph():
     assert loss.item() == 0.0
     loss.backward()
     assert logits.grad is not None
+
+
+def test_damage_labels_shifts_and_keeps_ignored():
+    from vidseg.tasks.vos import damage_labels
+
+    torch.manual_seed(0)
+    labels = torch.zeros(3, 20, 20, dtype=torch.long)
+    labels[:, 5:10, 5:10] = 1
+    labels[:, 12:16, 12:18] = 2
+    labels[:, 0, :] = 255
+    before = labels.clone()
+    same = damage_labels(labels, probability=0.0, max_shift=4, max_morph=2)
+    assert torch.equal(same, labels)
+    damaged = damage_labels(labels, probability=1.0, max_shift=4, max_morph=2)
+    assert damaged.shape == labels.shape and not torch.equal(damaged, labels)
+    assert set(torch.unique(damaged).tolist()) <= {0, 1, 2, 255}
+    assert torch.equal(labels, before)  # input untouched

@@ -316,8 +316,12 @@ class DavisTrainDataset(Dataset):
         samples_per_epoch: int = 1000,
         min_object_pixels: int = MIN_OBJECT_PIXELS,
         max_retries: int = 10,
+        max_frame_gap: int = 1,
         seed: int = 0,
     ) -> None:
+        if max_frame_gap < 1:
+            raise ValueError(f"max_frame_gap must be >= 1, got {max_frame_gap}")
+        self.max_frame_gap = int(max_frame_gap)
         self.root = Path(root)
         self.year = str(year)
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
@@ -359,8 +363,11 @@ class DavisTrainDataset(Dataset):
     def _draw(self, rng: np.random.Generator) -> tuple[str, list[int], np.ndarray, np.ndarray]:
         name, frames, masks = self.sequences[int(rng.integers(len(self.sequences)))]
         t = len(frames)
-        q = int(rng.integers(t - 1))
-        idx = [int(rng.integers(t)), q, q + 1]
+        # FEELVOS uses consecutive frames (gap 1); larger gaps make "previous" a worse guess of "current",
+        # which teaches the head to rely on matching more than on copying the previous mask.
+        gap = int(rng.integers(1, min(self.max_frame_gap, t - 1) + 1))
+        q = int(rng.integers(t - gap))
+        idx = [int(rng.integers(t)), q, q + gap]
         images = _read_frames([frames[i] for i in idx])
         labels = _read_masks([masks[i] for i in idx], self.year)
         for i, k in enumerate(idx):
@@ -498,6 +505,7 @@ class DavisDataModule(pl.LightningDataModule):
         val_max_sequences: int | None = None,
         val_max_frames: int | None = None,
         min_object_pixels: int = MIN_OBJECT_PIXELS,
+        max_frame_gap: int = 1,
         pin_memory: bool = False,
         seed: int = 0,
     ) -> None:
@@ -516,6 +524,7 @@ class DavisDataModule(pl.LightningDataModule):
         self.val_max_sequences = val_max_sequences
         self.val_max_frames = val_max_frames
         self.min_object_pixels = int(min_object_pixels)
+        self.max_frame_gap = int(max_frame_gap)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
         self.train_dataset: DavisTrainDataset | None = None
@@ -531,7 +540,7 @@ class DavisDataModule(pl.LightningDataModule):
             self.train_dataset = DavisTrainDataset(
                 self.root, year=self.year, split=self.train_split, resolution=self.resolution,
                 crop_size=self.crop_size, scale=self.scale, samples_per_epoch=self.samples_per_epoch,
-                min_object_pixels=self.min_object_pixels, seed=self.seed,
+                min_object_pixels=self.min_object_pixels, max_frame_gap=self.max_frame_gap, seed=self.seed,
             )
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = DavisEvalDataset(

@@ -44,8 +44,8 @@ RESOLUTION = "480p"  # folder name only: the toy frames are small, the layout is
 YEAR = "2017"
 SPLITS = ("train", "val")
 
-DEFAULT_NUM_TRAIN = 16
-DEFAULT_NUM_VAL = 4
+DEFAULT_NUM_TRAIN = 40
+DEFAULT_NUM_VAL = 6
 DEFAULT_FRAMES = 24
 DEFAULT_HEIGHT = 128
 DEFAULT_WIDTH = 224  # about DAVIS's 854x480 aspect ratio

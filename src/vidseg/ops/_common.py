@@ -16,8 +16,10 @@ import torch
 IGNORE_LABEL = 255
 IMPLS = ("auto", "reference", "cpu", "triton")
 # Pair tiles (query chunk x reference chunk) of the tiled paths stay below this many bytes; it sets
-# every path's working memory, independently of (H*W)^2 and of the (2k+1)^2*C window stack.
-TILE_BYTES = 4 << 20
+# every path's working memory, independently of (H*W)^2 and of the (2k+1)^2*C window stack. Large
+# enough that a DAVIS frame takes a few dozen tensor ops (each op costs dispatch and a thread
+# synchronisation), small enough to stay near the CPU caches.
+TILE_BYTES = 16 << 20
 # Finite stand-in for "+inf" in ranking tiles: inf - inf would give NaN in the arg-min trick, and any
 # real squared distance is far below it (fp32 max is 3.4e38).
 PENALTY = 1e30

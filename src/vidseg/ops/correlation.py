@@ -17,7 +17,9 @@ def _correlation_sum(impl: str):
 
 
 @torch.library.custom_op("vidseg::correlation", mutates_args=())
-def _correlation_op(x1: torch.Tensor, x2: torch.Tensor, max_displacement: int, normalize: bool, impl: str) -> torch.Tensor:
+def _correlation_op(
+    x1: torch.Tensor, x2: torch.Tensor, max_displacement: int, normalize: bool, impl: str
+) -> torch.Tensor:
     common.check_float("x1", x1)
     common.check_float("x2", x2)
     if x1.dim() != 4 or x1.shape != x2.shape:
@@ -77,7 +79,12 @@ def correlation_backward(
 
 
 def correlation(
-    x1: torch.Tensor, x2: torch.Tensor, max_displacement: int = 4, *, normalize: bool = True, impl: str = "auto"
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    max_displacement: int = 4,
+    *,
+    normalize: bool = True,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """Cost volume between two feature maps over a (2r+1) x (2r+1) displacement window.
 

@@ -1,13 +1,14 @@
 """Tiled matmul paths in plain PyTorch: the fast path on CPU (they also run on CUDA, e.g. for float64).
 
 Matching ranks candidates with |y|^2 - 2 x.y (the |x|^2 term is constant per query pixel) computed by
-a BLAS matmul over small tiles, then reduces each tile with an arg-min that makes one vectorised pass
-over it (``_segment_argmin``). Reference pixels are grouped by label so that every object is a
-contiguous run of rows: one tile serves all objects at once, whatever their number. The exact
-distance of the chosen pair is recomputed afterwards (see :mod:`vidseg.ops._common`).
+a BLAS matmul over tiles (a chunk of local-matching tiles is one batched matmul), then reduces each
+tile with an arg-min that makes one vectorised pass over it (``_segment_argmin``). Reference pixels
+are grouped by label so that every object is a contiguous run of rows: one tile serves all objects
+at once, whatever their number. The exact distance of the chosen pair is recomputed afterwards (see
+:mod:`vidseg.ops._common`).
 
-Working memory is set by ``tile_bytes`` (default ``TILE_BYTES``), never by (H*W)^2 or by the
-(2k+1)^2 * C window stack; each function's docstring states its bound.
+Working memory is set by ``vidseg.ops._common.TILE_BYTES`` (read at call time), never by (H*W)^2
+or by the (2k+1)^2 * C window stack; each function's docstring states its bound.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidseg.ops._common import PENALTY, TILE_BYTES, compute_dtype
+from vidseg.ops import _common as common
+from vidseg.ops._common import IGNORE_LABEL, PENALTY, compute_dtype
 
 # Rows per block of the arg-min reduction; label groups are padded to a multiple of it.
 GROUP = 16
-# Query tile side of local matching (shrunk for large windows so the tile stays within tile_bytes).
+# Query tile side of local matching (shrunk for large windows so one tile stays within TILE_BYTES).
 LOCAL_TILE = 16
 # Query tile side of correlation: the (side + 2r)^2 reference tile wastes (side+2r)^2 / (2r+1)^2
 # of the matmul, 3.2x for side 8, r 4, while smaller tiles make BLAS inefficient.
@@ -54,7 +56,9 @@ def _segment_argmin(scores: torch.Tensor, starts: list[int], group: int = GROUP)
     num_blocks, num_segments = n // group, len(starts) - 1
     starts_t = torch.tensor(starts, device=device)
     segment_of_block = torch.repeat_interleave(
-        torch.arange(num_segments, device=device), (starts_t[1:] - starts_t[:-1]) // group, output_size=num_blocks
+        torch.arange(num_segments, device=device),
+        (starts_t[1:] - starts_t[:-1]) // group,
+        output_size=num_blocks,
     )
     block_min = scores.view(num_blocks, group, m).amin(1)  # (n/group, M)
     seg_index = segment_of_block[:, None].expand(num_blocks, m)
@@ -70,26 +74,34 @@ def _segment_argmin(scores: torch.Tensor, starts: list[int], group: int = GROUP)
     return value, first_row + _first_index(candidates, value[:, None, :], 1)
 
 
-def _sorted_by_label(labels: torch.Tensor, num_objects: int, group: int = GROUP) -> tuple[torch.Tensor, list[int]]:
-    """Pixels with a label in [0, N) grouped by label, each group padded to a multiple of ``group``.
+def _group_by_label(labels: torch.Tensor, num_objects: int, group: int = GROUP) -> tuple[torch.Tensor, list[int]]:
+    """Positions of each row's pixels grouped by label, for one ranking tile per row.
 
     Args:
-        labels: (n,) int64 in [0, N) or 255 (255 is dropped).
+        labels: (T, n) int64 in [0, N) or 255 (255 is dropped).
     Returns:
-        order (n_padded,) int64 positions into ``labels`` (-1 = padding), starts (N + 1 ints).
+        order (T, L) int64 positions into the row (-1 = padding): label 0's pixels, then label 1's...,
+        each group padded to a multiple of ``group``, rows padded to a common length L;
+        starts: T * (N + 1) + 1 offsets into the flattened (T * L) rows delimiting, row after row,
+        N label segments and one segment of trailing padding.
     """
-    counts = torch.bincount(labels, minlength=256)[:num_objects].tolist()
-    starts, plain_starts = [0], [0]
-    for c in counts:
-        starts.append(starts[-1] + (c + group - 1) // group * group)
-        plain_starts.append(plain_starts[-1] + c)
-    order = torch.argsort(labels, stable=True)[: plain_starts[-1]]  # 255 sorts last
-    sorted_labels = labels[order]
+    rows, n = labels.shape
     device = labels.device
-    rank = torch.arange(order.numel(), device=device) - torch.tensor(plain_starts[:-1], device=device)[sorted_labels]
-    dest = torch.tensor(starts[:-1], device=device)[sorted_labels] + rank
-    padded = torch.full((starts[-1],), -1, dtype=torch.long, device=device)
-    return padded.index_copy_(0, dest, order), starts
+    clipped = labels.clamp(max=num_objects)  # N: not an object
+    counts = torch.zeros(rows, num_objects + 1, dtype=torch.long, device=device)
+    counts = counts.scatter_add_(1, clipped, torch.ones_like(clipped))[:, :num_objects]
+    padded = (counts + group - 1) // group * group
+    padded_start = padded.cumsum(1) - padded
+    used = padded.sum(1)
+    length = int(used.max()) if rows else 0
+    order = torch.argsort(clipped, dim=1, stable=True)
+    label = clipped.gather(1, order).clamp_(max=num_objects - 1)
+    rank = torch.arange(n, device=device) - (counts.cumsum(1) - counts).gather(1, label)
+    # non-objects sort last and are sent to a spill column, dropped below
+    dest = torch.where(rank < counts.gather(1, label), padded_start.gather(1, label) + rank, length)
+    grouped = torch.full((rows, length + 1), -1, dtype=torch.long, device=device).scatter_(1, dest, order)
+    bounds = torch.cat([padded_start, used[:, None]], 1) + torch.arange(rows, device=device)[:, None] * length
+    return grouped[:, :length], bounds.flatten().tolist() + [rows * length]
 
 
 def global_argmin(
@@ -97,8 +109,6 @@ def global_argmin(
     reference: torch.Tensor,
     ref_labels: torch.Tensor,
     num_objects: int,
-    *,
-    tile_bytes: int = TILE_BYTES,
 ) -> torch.Tensor:
     """Global matching arg-min by tiled matmul.
 
@@ -106,24 +116,29 @@ def global_argmin(
         query: (B, C, H, W) float. reference: (B, C, Hr, Wr) float. ref_labels: (B, Hr, Wr) int64.
     Returns:
         (B, N, H*W) int64 flat index into Hr*Wr, -1 where the object has no reference pixel.
-    Memory: the ranking tile (query chunk x reference chunk) <= tile_bytes, plus O(C*(H*W + Hr*Wr))
+    Memory: the ranking tile (query chunk x reference chunk) <= TILE_BYTES, plus O(C*(H*W + Hr*Wr))
     for the fp32 label-sorted copy of the reference and O(N*H*W) for the running minimum.
     """
     dtype = compute_dtype(query, reference)
     itemsize = torch.finfo(dtype).bits // 8
     batch, channels, height, width = query.shape
     pixels = height * width
-    q_chunk = max(1, min(512, tile_bytes // (2048 * itemsize)))
+    tile_bytes = common.TILE_BYTES
+    q_chunk = max(1, min(1024, tile_bytes // (8192 * itemsize)))
     r_chunk = max(GROUP, tile_bytes // (q_chunk * itemsize) // GROUP * GROUP)
     argmin = torch.full((batch, num_objects, pixels), -1, dtype=torch.long, device=query.device)
     for b in range(batch):
-        order, starts = _sorted_by_label(ref_labels[b].reshape(-1), num_objects)
+        order, starts = _group_by_label(ref_labels[b].reshape(1, -1), num_objects)
+        order, starts = order[0], starts[: num_objects + 1]
         if starts[-1] == 0:
             continue
-        q = query[b].reshape(channels, pixels).to(dtype)
+        # scores = |y|^2 - 2 x.y as one matmul of [y, |y|^2] (rows) with [-2x; 1] (columns): an addmm
+        # bias would be broadcast-copied into every tile first
+        q = torch.cat([query[b].reshape(channels, pixels).to(dtype) * -2, query.new_ones(1, pixels, dtype=dtype)])
         r = reference[b].reshape(channels, -1).T.to(dtype)
         r_sorted = torch.cat([r, r.new_zeros(1, channels)])[order]  # padding (-1) takes the zero row
         r_norm = r_sorted.square().sum(1).masked_fill_(order < 0, PENALTY)
+        r_sorted = torch.cat([r_sorted, r_norm[:, None]], 1)  # (n, C + 1)
         best_value = q.new_full((num_objects, pixels), PENALTY)
         best_row = torch.zeros((num_objects, pixels), dtype=torch.long, device=query.device)
         for r0 in range(0, starts[-1], r_chunk):
@@ -134,7 +149,7 @@ def global_argmin(
             seg = [max(starts[o], r0) - r0 for o in range(o_lo, o_hi + 1)] + [min(starts[o_hi + 1], r1) - r0]
             for p0 in range(0, pixels, q_chunk):
                 p1 = min(pixels, p0 + q_chunk)
-                scores = torch.addmm(r_norm[r0:r1, None], r_sorted[r0:r1], q[:, p0:p1], alpha=-2)
+                scores = r_sorted[r0:r1] @ q[:, p0:p1]
                 value, row = _segment_argmin(scores, seg)
                 old_value = best_value[o_lo : o_hi + 1, p0:p1]
                 old_row = best_row[o_lo : o_hi + 1, p0:p1]
@@ -156,8 +171,14 @@ def _window_penalty(side: int, max_distance: int, dtype: torch.dtype, device: to
     """(window^2 + 1, side^2) table: 0 where reference cell r of a tile's window is within
     max_distance of query cell m, PENALTY elsewhere; the last row (padding) is 0."""
     window = side + 2 * max_distance
-    ry, rx = torch.arange(window, device=device).repeat_interleave(window), torch.arange(window, device=device).repeat(window)
-    qy, qx = torch.arange(side, device=device).repeat_interleave(side), torch.arange(side, device=device).repeat(side)
+    ry, rx = (
+        torch.arange(window, device=device).repeat_interleave(window),
+        torch.arange(window, device=device).repeat(window),
+    )
+    qy, qx = (
+        torch.arange(side, device=device).repeat_interleave(side),
+        torch.arange(side, device=device).repeat(side),
+    )
     # query cell (qy, qx) sits at (qy + k, qx + k) in window coordinates
     outside = ((ry[:, None] - qy[None] - max_distance).abs() > max_distance) | (
         (rx[:, None] - qx[None] - max_distance).abs() > max_distance
@@ -168,42 +189,64 @@ def _window_penalty(side: int, max_distance: int, dtype: torch.dtype, device: to
 
 
 def _local_argmin_one(
-    query: torch.Tensor, previous: torch.Tensor, labels: torch.Tensor, num_objects: int, max_distance: int, side: int
+    query: torch.Tensor,
+    previous: torch.Tensor,
+    labels: torch.Tensor,
+    num_objects: int,
+    max_distance: int,
+    side: int,
+    tile_bytes: int,
 ) -> torch.Tensor:
     """Undilated local arg-min for one image: query, previous (C, h, w), labels (h, w).
     Returns (N, h, w) int64 flat index into h*w, -1 where nothing of the object is in the window."""
     channels, h, w = query.shape
     k, dtype, device = max_distance, query.dtype, query.device
     tiles_y, tiles_x = -(-h // side), -(-w // side)
-    # zero-pad queries to whole tiles so that every tile shares one window table
-    q_cells = F.pad(query, (0, tiles_x * side - w, 0, tiles_y * side - h)).permute(1, 2, 0)  # (hp, wp, C)
-    sentinel = h * w  # index of the zero row standing for padding in label groups
-    p_rows = torch.cat([previous.permute(1, 2, 0).reshape(h * w, channels), previous.new_zeros(1, channels)])
-    p_norm = p_rows.square().sum(1)
-    p_norm[sentinel] = PENALTY
-    table = _window_penalty(side, k, dtype, device)
     window = side + 2 * k
-    labels_flat = labels.reshape(-1)
-    pixel = torch.arange(h * w, device=device).view(h, w)
-    out = torch.full((num_objects, tiles_y * side, tiles_x * side), -1, dtype=torch.long, device=device)
-    for i0 in range(0, h, side):
-        for j0 in range(0, w, side):
-            region = pixel[max(0, i0 - k) : i0 + side + k, max(0, j0 - k) : j0 + side + k].reshape(-1)
-            order, starts = _sorted_by_label(labels_flat[region], num_objects)
-            if starts[-1] == 0:
-                continue
-            padding = order < 0
-            refs = torch.where(padding, sentinel, region[order.clamp(min=0)])
-            # cell of each reference pixel in this tile's (unclipped) window; padding -> the zero last row
-            cell = (refs // w - (i0 - k)) * window + (refs % w - (j0 - k))
-            bias = table.index_select(0, cell.masked_fill_(padding, window * window))
-            bias += p_norm[refs][:, None]
-            tile = q_cells[i0 : i0 + side, j0 : j0 + side].reshape(side * side, channels)
-            scores = bias.addmm_(p_rows[refs], tile.T, alpha=-2)  # (n, side^2) = |y|^2 - 2 x.y (+ PENALTY)
-            value, row = _segment_argmin(scores, starts)
-            best = torch.where(value < PENALTY / 2, refs[row], -1)
-            out[:, i0 : i0 + side, j0 : j0 + side] = best.view(num_objects, side, side)
-    return out[:, :h, :w]
+    # Pad so that every tile has a full window: queries to whole tiles (zeros, cropped at the end),
+    # the previous frame by k more on each side with ignored labels.
+    # scores = |y|^2 - 2 x.y as one matmul of [y, |y|^2] (rows) with [-2x; 1] (columns), as in global_argmin
+    q_tiles = F.pad(query * -2, (0, tiles_x * side - w, 0, tiles_y * side - h))
+    q_tiles = torch.cat([q_tiles, q_tiles.new_ones(1, *q_tiles.shape[1:])])
+    q_tiles = q_tiles.view(channels + 1, tiles_y, side, tiles_x, side).permute(1, 3, 0, 2, 4)
+    q_tiles = q_tiles.reshape(tiles_y * tiles_x, channels + 1, side * side)  # (tiles, C + 1, M)
+    pad = (k, k + tiles_x * side - w, k, k + tiles_y * side - h)
+    hp, wp = tiles_y * side + 2 * k, tiles_x * side + 2 * k
+    # channels-last rows [y, |y|^2] of the padded frame, plus a last row [0, PENALTY] standing for
+    # label-group padding
+    p_rows = previous.new_zeros((hp * wp + 1, channels + 1))
+    p_rows[:-1, :channels].view(hp, wp, channels)[k : k + h, k : k + w] = previous.permute(1, 2, 0)
+    p_rows[:, channels] = p_rows[:, :channels].square().sum(1)
+    sentinel = hp * wp
+    p_rows[sentinel, channels] = PENALTY
+    labels_flat = F.pad(labels, pad, value=IGNORE_LABEL).reshape(-1)
+    table = _window_penalty(side, k, dtype, device)  # last row: padding
+    cell = (torch.arange(window, device=device)[:, None] * wp + torch.arange(window, device=device)).reshape(-1)
+    corner = torch.arange(tiles_y, device=device)[:, None] * (side * wp) + torch.arange(tiles_x, device=device) * side
+    corner = corner.reshape(-1)  # window origin of each tile in the padded frame
+    itemsize = torch.finfo(dtype).bits // 8
+    rows_per_tile = window * window + num_objects * (GROUP - 1)
+    per_tile = rows_per_tile * (side * side + channels + 1) * itemsize + (num_objects + 1) * GROUP * side * side * 8
+    chunk = max(1, tile_bytes // per_tile)
+    out = torch.full((num_objects, tiles_y * tiles_x, side * side), -1, dtype=torch.long, device=device)
+    for t0 in range(0, corner.numel(), chunk):
+        region = corner[t0 : t0 + chunk, None] + cell  # (T, window^2) padded-frame pixels
+        tiles = region.shape[0]
+        order, starts = _group_by_label(labels_flat[region], num_objects)
+        if order.shape[1] == 0:
+            continue
+        padding = order < 0
+        refs = torch.where(padding, sentinel, region.gather(1, order.clamp(min=0)))  # (T, L)
+        scores = table[order.masked_fill(padding, window * window)]  # (T, L, M): PENALTY outside the window
+        # (T, L, M) += |y|^2 - 2 x.y, one batched matmul for the chunk of tiles
+        scores.baddbmm_(p_rows[refs], q_tiles[t0 : t0 + tiles])
+        value, row = _segment_argmin(scores.view(-1, side * side), starts)
+        value = value.view(tiles, num_objects + 1, -1)[:, :num_objects]
+        best = refs.view(-1)[row.view(tiles, num_objects + 1, -1)[:, :num_objects]]
+        y, x = best // wp - k, best % wp - k  # back to the unpadded frame
+        out[:, t0 : t0 + tiles] = torch.where(value < PENALTY / 2, y * w + x, -1).transpose(0, 1)
+    out = out.view(num_objects, tiles_y, tiles_x, side, side).permute(0, 1, 3, 2, 4)
+    return out.reshape(num_objects, tiles_y * side, tiles_x * side)[:, :h, :w]
 
 
 def local_argmin(
@@ -213,8 +256,6 @@ def local_argmin(
     num_objects: int,
     max_distance: int,
     dilation: int,
-    *,
-    tile_bytes: int = TILE_BYTES,
 ) -> torch.Tensor:
     """Local matching arg-min by tiled matmul over (side x side) query tiles and their
     (side + 2k)^2 reference windows; dilation is handled by splitting the image into dilation^2
@@ -224,11 +265,13 @@ def local_argmin(
         query, previous: (B, C, H, W) float. prev_labels: (B, H, W) int64.
     Returns:
         (B, N, H*W) int64 flat index into H*W, -1 where nothing of the object is in the window.
-    Memory: ranking tile + window table, each (side+2k)^2 * side^2 * itemsize <= tile_bytes (side
-    shrinks from 16 towards 1 for large windows), plus O(C*H*W) for fp32 channels-last copies.
+    Memory: a chunk of tiles (ranking scores and gathered reference rows) <= TILE_BYTES, at least one
+    tile of about (side+2k)^2 * side^2 * itemsize (side shrinks from 16 towards 1 until one tile fits
+    TILE_BYTES); the window table (one tile); O(C*H*W) for padded channels-last copies.
     """
     dtype = compute_dtype(query, previous)
     batch, _, height, width = query.shape
+    tile_bytes = common.TILE_BYTES
     side = _local_tile_side(max_distance, torch.finfo(dtype).bits // 8, tile_bytes)
     pixel = torch.arange(height * width, device=query.device).view(height, width)
     argmin = torch.full((batch, num_objects, height, width), -1, dtype=torch.long, device=query.device)
@@ -243,15 +286,14 @@ def local_argmin(
                     num_objects,
                     max_distance,
                     side,
+                    tile_bytes,
                 )
                 to_full = pixel[ay::d, ax::d].reshape(-1)
                 argmin[b, :, ay::d, ax::d] = torch.where(sub >= 0, to_full[sub.clamp(min=0)], -1)
     return argmin.flatten(2)
 
 
-def correlation_sum(
-    x1: torch.Tensor, x2: torch.Tensor, max_displacement: int, *, tile_bytes: int = TILE_BYTES
-) -> torch.Tensor:
+def correlation_sum(x1: torch.Tensor, x2: torch.Tensor, max_displacement: int) -> torch.Tensor:
     """Cost volume by batched matmul of (side x side) query tiles with their (side + 2r)^2 reference
     tiles, then a fixed gather of the (2r+1)^2 offsets of each query pixel.
 
@@ -260,7 +302,8 @@ def correlation_sum(
     Returns:
         (B, (2r+1)^2, H, W) in compute_dtype, unnormalised sums, zero where p + d is outside.
     Memory: a chunk of tiles with (side^2*C + (side+2r)^2*C + side^2*(side+2r)^2) * itemsize
-    <= tile_bytes (at least one tile), plus O(C*H*W) for zero-padded channels-last copies.
+    <= TILE_BYTES (at least one tile), plus one zero-padded copy of x2 (and of x1 when H or W is not
+    a multiple of the tile side).
     """
     dtype = compute_dtype(x1, x2)
     batch, channels, height, width = x1.shape
@@ -268,30 +311,33 @@ def correlation_sum(
     span, window = 2 * r + 1, CORRELATION_TILE + 2 * max_displacement
     tiles_y, tiles_x = -(-height // side), -(-width // side)
     pad_y, pad_x = tiles_y * side - height, tiles_x * side - width
-    a = F.pad(x1.to(dtype), (0, pad_x, 0, pad_y)).permute(0, 2, 3, 1)  # (B, Hp, Wp, C)
-    b_pad = F.pad(x2.to(dtype), (r, pad_x + r, r, pad_y + r)).permute(0, 2, 3, 1)  # (B, Hp+2r, Wp+2r, C)
+    a = x1.to(dtype)
+    if pad_x or pad_y:
+        a = F.pad(a, (0, pad_x, 0, pad_y))
+    b_pad = F.pad(x2.to(dtype), (r, pad_x + r, r, pad_y + r))  # zeros: products outside the image vanish
     cell = torch.arange(side * side, device=x1.device)
     offset = torch.arange(span * span, device=x1.device)
     # reference-tile cell of query cell m shifted by offset d (both row-major)
-    gather_index = (cell[:, None] // side + offset[None] // span) * window + (cell[:, None] % side + offset[None] % span)
+    gather_index = (cell[:, None] // side + offset[None] // span) * window + (
+        cell[:, None] % side + offset[None] % span
+    )
     itemsize = torch.finfo(dtype).bits // 8
     per_tile = (side * side * channels + window * window * channels + side * side * window * window) * itemsize
-    chunk = max(1, tile_bytes // per_tile)
+    chunk = max(1, common.TILE_BYTES // per_tile)
     out = a.new_empty((batch, span * span, height, width))
     for b in range(batch):
         for ty in range(tiles_y):
             y0, y1 = ty * side, min(height, (ty + 1) * side)
-            q_band = a[b, ty * side : (ty + 1) * side]  # (side, Wp, C)
-            r_band = b_pad[b, ty * side : ty * side + window]  # (window, Wp + 2r, C)
+            q_band = a[b, :, ty * side : (ty + 1) * side]  # (C, side, Wp)
+            r_band = b_pad[b, :, ty * side : ty * side + window]  # (C, window, Wp + 2r)
             for t0 in range(0, tiles_x, chunk):
                 n = min(tiles_x, t0 + chunk) - t0
-                q_tiles = q_band[:, t0 * side : (t0 + n) * side].reshape(side, n, side, channels)
-                q_tiles = q_tiles.permute(1, 0, 2, 3).reshape(n, side * side, channels)
-                r_tiles = r_band[:, t0 * side : (t0 + n) * side + 2 * r].unfold(1, window, side)  # (win, n, C, win)
-                r_tiles = r_tiles.permute(1, 2, 0, 3).reshape(n, channels, window * window)
+                q_tiles = q_band[..., t0 * side : (t0 + n) * side].reshape(channels, side, n, side)
+                q_tiles = q_tiles.permute(2, 1, 3, 0).reshape(n, side * side, channels)
+                r_tiles = r_band[..., t0 * side : (t0 + n) * side + 2 * r].unfold(2, window, side)  # (C, win, n, win)
+                r_tiles = r_tiles.permute(2, 0, 1, 3).reshape(n, channels, window * window)
                 values = torch.bmm(q_tiles, r_tiles).gather(2, gather_index.expand(n, -1, -1))  # (n, side^2, S^2)
-                values = values.view(n, side, side, span * span).permute(3, 1, 0, 2).reshape(span * span, side, n * side)
-                x0 = t0 * side
-                x1_ = min(width, x0 + n * side)
-                out[b, :, y0:y1, x0:x1_] = values[:, : y1 - y0, : x1_ - x0]
+                values = values.view(n, side, side, span * span).permute(3, 1, 0, 2)
+                x0, x1_ = t0 * side, min(width, (t0 + n) * side)
+                out[b, :, y0:y1, x0:x1_] = values.reshape(span * span, side, n * side)[:, : y1 - y0, : x1_ - x0]
     return out

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from vidseg.ops._common import TILE_BYTES, compute_dtype, displacements, overlap
+from vidseg.ops import _common as common
+from vidseg.ops._common import compute_dtype, displacements, overlap
 
 
 def global_argmin(
@@ -36,10 +37,10 @@ def global_argmin(
             if members.numel() == 0:
                 continue
             r_o = r[b][:, members]  # (C, n_o)
-            chunk = max(1, TILE_BYTES // (members.numel() * channels * q.element_size()))
+            chunk = max(1, common.TILE_BYTES // (members.numel() * channels * q.element_size()))
             for p0 in range(0, pixels, chunk):
                 diff = q[b, :, p0 : p0 + chunk, None] - r_o[:, None, :]  # (C, chunk, n_o)
-                argmin[b, o, p0 : p0 + chunk] = members[diff.square().sum(0).argmin(1)]
+                argmin[b, o, p0 : p0 + chunk] = members[diff.square_().sum(0).argmin(1)]
     return argmin
 
 

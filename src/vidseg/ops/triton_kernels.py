@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vidseg.ops.cpu import _sorted_by_label
+from vidseg.ops.cpu import _group_by_label
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -200,19 +200,18 @@ def global_argmin(
     dtype = query.dtype if query.dtype == reference.dtype else torch.float32
     q = _channels_last(query.to(dtype)).view(batch, pixels, channels)
     r = _channels_last(reference.to(dtype)).view(batch, -1, channels)
-    orders, seg = [], []
-    for b in range(batch):  # same label-grouped layout as the cpu path, without padding
-        order, starts = _sorted_by_label(ref_labels[b].reshape(-1), num_objects, group=1)
-        orders.append(order)
-        seg.append(starts)
-    length = max(1, max(o.numel() for o in orders))
-    order = torch.full((batch, length), -1, dtype=torch.long, device=query.device)
-    for b, o in enumerate(orders):
-        order[b, : o.numel()] = o
-    r_sorted = r.gather(1, order.clamp(min=0)[:, :, None].expand(batch, length, channels)).contiguous()
+    # the cpu path's label-grouped layout, without group padding: object o of batch element b is
+    # rows [starts[b, o], starts[b, o + 1]) of r_sorted[b]
+    order, starts = _group_by_label(ref_labels.reshape(batch, -1), num_objects, group=1)
+    length = order.shape[1]
+    if length == 0:
+        return torch.full((batch, num_objects, pixels), -1, dtype=torch.long, device=query.device)
+    starts = torch.tensor(starts[:-1], device=query.device).view(batch, num_objects + 1)
+    starts = (starts - torch.arange(batch, device=query.device)[:, None] * length).to(torch.int32).contiguous()
+    index = order.clamp(min=0)[:, :, None].expand(batch, length, channels)
+    r_sorted = r.gather(1, index).contiguous()
     qn = q.float().square().sum(2).contiguous()
     rn = r_sorted.float().square().sum(2).contiguous()
-    starts = torch.tensor(seg, dtype=torch.int32, device=query.device)
     arg = torch.empty((batch, num_objects, pixels), dtype=torch.int32, device=query.device)
     # The interpreter has no 3xTF32 and its bf16 tl.dot reinterprets bits (wrong results): there,
     # dot in fp32 instead (bf16 products are exact in fp32, so the ranking is the same).
@@ -220,9 +219,22 @@ def global_argmin(
     upcast = _INTERPRET and dtype == torch.bfloat16
     grid = (triton.cdiv(pixels, 64), num_objects, batch)
     _global_argmin_kernel[grid](
-        q, qn, r_sorted, rn, starts, arg, pixels, length, channels, num_objects,
-        BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, PRECISION=precision, UPCAST=upcast,
-    )  # fmt: skip
+        q,
+        qn,
+        r_sorted,
+        rn,
+        starts,
+        arg,
+        pixels,
+        length,
+        channels,
+        num_objects,
+        BLOCK_M=64,
+        BLOCK_N=64,
+        BLOCK_K=32,
+        PRECISION=precision,
+        UPCAST=upcast,
+    )
     arg = arg.long()
     return torch.where(arg >= 0, order.gather(1, arg.clamp(min=0).flatten(1)).view_as(arg), -1)
 
@@ -250,9 +262,21 @@ def local_argmin(
     block_c = min(64, triton.next_power_of_2(channels))
     grid = (triton.cdiv(width, 32), height, batch * groups)
     _local_argmin_kernel[grid](
-        q, p, labels, arg, height, width, channels, num_objects, groups, max_distance, dilation,
-        BLOCK_X=32, BLOCK_C=block_c, BLOCK_O=block_o,
-    )  # fmt: skip
+        q,
+        p,
+        labels,
+        arg,
+        height,
+        width,
+        channels,
+        num_objects,
+        groups,
+        max_distance,
+        dilation,
+        BLOCK_X=32,
+        BLOCK_C=block_c,
+        BLOCK_O=block_o,
+    )
     return arg.long()
 
 
@@ -268,7 +292,5 @@ def correlation_sum(x1: torch.Tensor, x2: torch.Tensor, max_displacement: int) -
     out = torch.empty((batch, span * span, height, width), dtype=torch.float32, device=x1.device)
     block_c = min(64, triton.next_power_of_2(channels))
     grid = (triton.cdiv(width, 32), height, batch)
-    _correlation_kernel[grid](
-        a, b, out, height, width, channels, max_displacement, BLOCK_X=32, BLOCK_C=block_c
-    )  # fmt: skip
+    _correlation_kernel[grid](a, b, out, height, width, channels, max_displacement, BLOCK_X=32, BLOCK_C=block_c)
     return out

@@ -37,6 +37,43 @@ def bootstrapped_cross_entropy(logits: torch.Tensor, target: torch.Tensor, top_f
     return torch.stack(losses).mean()
 
 
+def damage_labels(labels: torch.Tensor, *, probability: float, max_shift: int, max_morph: int) -> torch.Tensor:
+    """Randomly corrupt label maps the way a model's own previous prediction is wrong.
+
+    With ``probability`` per sample: shift the whole map by up to ``max_shift`` pixels, then dilate or
+    erode each object by up to ``max_morph`` pixels. Ignored pixels (255) stay ignored.
+
+    Args:
+        labels: (B, H, W) int64 in [0, N) or 255.
+    Returns:
+        (B, H, W) int64, a new tensor.
+    """
+    out = labels.clone()
+    height, width = labels.shape[-2:]
+    for b in range(labels.shape[0]):
+        if torch.rand(()) >= probability:
+            continue
+        dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,)))
+        shifted = torch.zeros_like(labels[b])
+        ys, yd = slice(max(0, -dy), height - max(0, dy)), slice(max(0, dy), height - max(0, -dy))
+        xs, xd = slice(max(0, -dx), width - max(0, dx)), slice(max(0, dx), width - max(0, -dx))
+        shifted[yd, xd] = labels[b, ys, xs]
+        for obj in [int(o) for o in torch.unique(shifted) if 0 < int(o) != IGNORE_LABEL]:
+            radius = int(torch.randint(0, max_morph + 1, ()))
+            if radius == 0:
+                continue
+            member = (shifted == obj).float()[None, None]
+            size = 2 * radius + 1
+            if torch.rand(()) < 0.5:  # dilate over background only
+                grown = F.max_pool2d(member, size, stride=1, padding=radius)[0, 0] > 0
+                shifted[grown & (shifted == 0)] = obj
+            else:  # erode
+                kept = -F.max_pool2d(-member, size, stride=1, padding=radius)[0, 0] > 0
+                shifted[(shifted == obj) & ~kept] = 0
+        out[b] = shifted
+    return out
+
+
 class VOSTask(pl.LightningModule):
     """FEELVOS training and validation.
 
@@ -49,15 +86,19 @@ class VOSTask(pl.LightningModule):
         scheduler: {"power": 0.9} for the poly schedule over all training steps, or None for constant lr.
         loss: {"bootstrap_final": 0.15, "bootstrap_anneal": 0.5}: the hardest-pixel fraction is annealed
             linearly from 1 to ``bootstrap_final`` over the first ``bootstrap_anneal`` of training.
+        prev_mask_damage: {"probability": p, "max_shift": px, "max_morph": px}: corrupt the previous
+            frame's ground truth (the local-matching labels and probability input) in training, see
+            :func:`damage_labels`; None (the paper) feeds it unchanged.
         val_precision: precision of the validation predictor ("32" or "bf16-mixed").
     """
 
     def __init__(self, net: dict, optimizer: dict, scheduler: dict | None = None, loss: dict | None = None,
-                 val_precision: str = "32"):
+                 prev_mask_damage: dict | None = None, val_precision: str = "32"):
         super().__init__()
         self.save_hyperparameters()
         self.model = FEELVOS(**net)
         self.loss_config = {"bootstrap_final": 0.15, "bootstrap_anneal": 0.5, **(loss or {})}
+        self.prev_mask_damage = prev_mask_damage
         self.val_jf = JAndF()
 
     def bootstrap_fraction(self) -> float:
@@ -66,7 +107,10 @@ class VOSTask(pl.LightningModule):
         return 1.0 - progress * (1.0 - self.loss_config["bootstrap_final"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.model.forward_train(batch["images"], batch["masks"], batch["num_objects"])
+        masks = batch["masks"]
+        if self.prev_mask_damage and self.prev_mask_damage.get("probability", 0) > 0:
+            masks = torch.stack([masks[:, 0], damage_labels(masks[:, 1], **self.prev_mask_damage), masks[:, 2]], 1)
+        logits = self.model.forward_train(batch["images"], masks, batch["num_objects"])
         fraction = self.bootstrap_fraction()
         loss = bootstrapped_cross_entropy(logits, batch["masks"][:, 2], fraction)
         batch_size = batch["images"].shape[0]

@@ -170,7 +170,10 @@ class FEELVOS(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RGB frames (B, 3, H, W) uint8 or float in [0, 255] -> (features (B, Cd, H/4, W/4), embedding (B, E, H/4, W/4))."""
+        """RGB frames (B, 3, H, W) uint8 or float in [0, 255] -> features (B, Cd, h, w), embedding (B, E, h, w).
+
+        (h, w) = (ceil(H / 4), ceil(W / 4)).
+        """
         x = (images.float() - self.pixel_mean) / self.pixel_std
         features = self.feature_extractor(x)
         return features, self.embedding_head(features)
