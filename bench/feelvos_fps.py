@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -92,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
                      "speedup": seconds["naive"] / seconds["vidseg"]})
 
     info = machine(args.device)
+    command = " ".join(["python -m bench.feelvos_fps", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# FEELVOS inference, {height}x{width}, 3 objects, output stride 8 ({args.device})", "",
              f"Machine: {info.get('gpu', info['cpu'])}, {info['cpu_count']} cores, torch {info['torch']}, "
-             f"{info['date']}. Command: `python -m bench.feelvos_fps{' --quick' if args.quick else ''}`.", "",
+             f"{info['date']}. Command: `{command}`.",
+             "",
              "| backbone | vidseg s/frame | vidseg fps | naive ops s/frame | speed-up |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['vidseg_s_per_frame']:.3f} | {1 / r['vidseg_s_per_frame']:.2f} | "

@@ -75,3 +75,12 @@ def test_checkpoint_round_trip(tmp_path, predictor):
         assert torch.equal(a, b), k
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_vos_model(tmp_path / "missing.ckpt")
+
+
+def test_session_keeps_no_autograd_graph(predictor):
+    first = np.zeros((40, 52), np.uint8)
+    first[10:30, 10:30] = 1
+    session = predictor.start(_video(1)[0], first)
+    session.step(_video(1)[0])
+    kept = [v for v in vars(session).values() if isinstance(v, torch.Tensor)]
+    assert kept and not any(t.requires_grad or t.grad_fn is not None for t in kept)

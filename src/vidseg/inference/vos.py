@@ -85,7 +85,8 @@ class VOSSession:
         self.frame_index = 0
         self.size = tuple(frame.shape[-2:])
 
-        _, embedding = self._embed(frame)
+        with torch.inference_mode():  # no autograd graph may stay attached to the kept reference
+            _, embedding = self._embed(frame)
         labels = self._feature_labels(internal[None].to(self.device), embedding.shape[-2:])
         self.ref_embedding, self.ref_labels = embedding, labels
         self.prev_embedding, self.prev_labels = embedding, labels

@@ -227,6 +227,16 @@ def db_statistics(values: Any) -> tuple[float, float, float]:
     return float(mean), float(recall), float(decay)
 
 
+def _label_pair(gt_labels, pred_labels, sequence: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Both label stacks as numpy (T, H, W) of one shape, and the sequence name for error messages."""
+    gt = _to_numpy(gt_labels)
+    pred = _to_numpy(pred_labels)
+    name = "sequence" if sequence is None else sequence
+    if gt.ndim != 3 or gt.shape != pred.shape:
+        raise ValueError(f"{name}: gt and pred must be (T, H, W) of one shape, got {gt.shape} and {pred.shape}")
+    return gt, pred, name
+
+
 def evaluate_frames(
     gt_labels: Any,
     pred_labels: Any,
@@ -251,13 +261,7 @@ def evaluate_frames(
     Raises:
         ValueError: shapes differ, or the prediction holds an id above ``num_objects`` (the toolkit exits).
     """
-    gt = _to_numpy(gt_labels)
-    pred = _to_numpy(pred_labels)
-    name = "sequence" if sequence is None else sequence
-    if gt.ndim != 3 or gt.shape != pred.shape:
-        raise ValueError(
-            f"{name}: gt and pred must be (T, H, W) of one shape, got {gt.shape} and {pred.shape}"
-        )
+    gt, pred, name = _label_pair(gt_labels, pred_labels, sequence)
     n_frames = gt.shape[0]
     if n_frames == 0:
         raise ValueError(f"{name}: no frames to evaluate")
@@ -319,13 +323,7 @@ def evaluate_sequence(
         ValueError: fewer than 3 frames, shape mismatch, or a predicted id above ``num_objects`` in an
             evaluated frame (ids in frames 0 and T-1 are ignored, as upstream, which never reads them).
     """
-    gt = _to_numpy(gt_labels)
-    pred = _to_numpy(pred_labels)
-    name = "sequence" if sequence is None else sequence
-    if gt.ndim != 3 or gt.shape != pred.shape:
-        raise ValueError(
-            f"{name}: gt and pred must be (T, H, W) of one shape, got {gt.shape} and {pred.shape}"
-        )
+    gt, pred, name = _label_pair(gt_labels, pred_labels, sequence)
     if gt.shape[0] < 3:
         raise ValueError(
             f"{name}: DAVIS evaluates frames 1..T-2, so a sequence needs >= 3 frames, got {gt.shape[0]}"
