@@ -9,7 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models import WeightsEnum
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -44,9 +44,6 @@ class Backbone(nn.Module):
         self.output_stride = output_stride
         self.out_channels = {name: int(out_channels[name]) for name in FEATURE_NAMES}
         self.strides = {name: min(NOMINAL_STRIDES[name], output_stride) for name in FEATURE_NAMES}
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
 
 
 def check_output_stride(output_stride: int) -> None:
