@@ -6,9 +6,8 @@ J&F >= 0.80 and far above copying the first-frame mask. Run with `make test-slow
 
 import pytest
 
-from vidseg.data.davis import list_sequences, sequence_paths
-from vidseg.data.io import read_mask, write_mask
 from vidseg.data.toy import generate_toy_davis
+from vidseg.demo import write_copy_first_baseline
 from vidseg.evaluate import evaluate
 from vidseg.train import train
 
@@ -23,11 +22,7 @@ def test_toy_recipe_reaches_target_jf(tmp_path):
     ckpt = result["last_checkpoint"]
 
     model = evaluate(compose_config("evaluate", tmp_path / "eval", ["task=vos", f"ckpt={ckpt}", f"data.root={root}"]))
-    baseline_dir = tmp_path / "copy_first"
-    for seq in list_sequences(root, split="val"):
-        frames, masks = sequence_paths(root, seq)
-        for frame in frames:
-            write_mask(baseline_dir / seq / f"{frame.stem}.png", read_mask(masks[0]))
+    baseline_dir = write_copy_first_baseline(root, "val", tmp_path / "copy_first")
     baseline = evaluate(compose_config("evaluate", tmp_path / "eval_copy",
                                        ["task=vos", f"data.root={root}", f"predictions={baseline_dir}"]))
     jf, jf_copy = model.global_metrics["J&F-Mean"], baseline.global_metrics["J&F-Mean"]
