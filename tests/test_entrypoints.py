@@ -23,8 +23,8 @@ from vidseg.train import train
 # A network small enough to train a few steps in seconds on CPU.
 TINY_MODEL = [
     "backbone=resnet18",
-    "model.net.backbone.decoder_channels=16",
-    "model.net.backbone.aspp_channels=16",
+    "model.net.decoder.decoder_channels=16",
+    "model.net.decoder.aspp_channels=16",
     "model.net.embedding_dim=8",
     "model.net.head_channels=16",
     "model.net.head_kernel=3",

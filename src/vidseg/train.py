@@ -1,4 +1,4 @@
-"""Train a model: ``python -m vidseg.train task=vos [experiment=toy_vos] [trainer=gpu] [data.root=...]``.
+"""Train a model: ``python -m vidseg.train task=<vos|vps> [experiment=toy_vos] [trainer=gpu|ddp] [data.root=...]``.
 
 Everything is built from the Hydra config; outputs (checkpoints, CSV logs, the resolved config) go to the
 Hydra run directory. ``ckpt_path=<file>`` resumes a run.
@@ -12,6 +12,10 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from vidseg.errors import DataError
+from vidseg.tasks import get_task
+from vidseg.utils.cli import run_cli
 
 
 def build_task(model_cfg: DictConfig) -> pl.LightningModule:
@@ -31,6 +35,10 @@ def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
 
 def train(cfg: DictConfig) -> dict:
     """Fit the task described by ``cfg``; returns the final metrics and checkpoint paths."""
+    spec = get_task(cfg.task_name)
+    if cfg.get("model") is None:
+        raise DataError(f"task={spec.name} ({spec.summary}) has no trainable model in this version of vidseg; "
+                        f"`python -m vidseg.evaluate task={spec.name} predictions=<dir>` scores any method's output")
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task = build_task(cfg.model)
@@ -57,7 +65,7 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    run_cli(lambda: train(cfg))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ from vidseg.data.davis import (
     collate_train,
     list_sequences,
     sequence_paths,
-    worker_init_fn,
 )
-from vidseg.data.io import MaskFormatError, read_mask, write_image, write_mask
+from vidseg.data.io import read_mask, write_image, write_mask
+from vidseg.errors import MaskFormatError
+from vidseg.utils.seeding import worker_init_fn
 
 
 def make_davis_root(
@@ -290,7 +291,7 @@ def restore_global_rngs():
 
 
 def test_worker_init_fn_mixes_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_global_rngs):
-    import vidseg.data.davis as davis
+    import vidseg.utils.seeding as seeding
 
     root = make_davis_root(tmp_path / "static", {"seq": static_sequence(frames=2, h=40, w=56)})
     ds = DavisTrainDataset(root, crop_size=(32, 40), samples_per_epoch=2, min_object_pixels=1, seed=0)
@@ -299,10 +300,10 @@ def test_worker_init_fn_mixes_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         seed = 1234
         dataset = ds
 
-    monkeypatch.setattr(davis, "get_worker_info", lambda: Info)
+    monkeypatch.setattr(seeding, "get_worker_info", lambda: Info)
     signatures = []
     for rank in (0, 1, 0):
-        monkeypatch.setattr(davis, "global_rank", lambda rank=rank: rank)
+        monkeypatch.setattr(seeding, "global_rank", lambda rank=rank: rank)
         worker_init_fn(0)
         signatures.append(ds[0]["images"].numpy().tobytes())
     assert signatures[0] != signatures[1] and signatures[0] == signatures[2]

@@ -12,7 +12,7 @@ from vidseg.models.feelvos.model import (
 )
 
 TINY_NET = dict(
-    backbone=dict(name="resnet18", output_stride=16, decoder_channels=16, aspp_channels=16),
+    backbone=dict(name="resnet18", output_stride=16), decoder=dict(decoder_channels=16, aspp_channels=16),
     embedding_dim=8, head_channels=16, head_kernel=3, head_layers=1, local_max_distance=2,
     max_reference_per_object=20,
 )

@@ -31,7 +31,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from vidseg.data.io import VOID_LABEL, MaskFormatError, read_image, read_mask
+from vidseg.constants import IGNORE_LABEL
+from vidseg.data.io import read_image, read_mask
+from vidseg.errors import DatasetLayoutError, MaskFormatError
+from vidseg.utils.seeding import global_rank, mix_seed, worker_init_fn
 from vidseg.data.transforms import (
     apply_clip_transform,
     build_clip_transform,
@@ -44,10 +47,6 @@ DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 # FEELVOS skips samples where a reference object has < 10 pixels at stride 4, i.e. < 10 * 4 * 4 at input size.
 MIN_OBJECT_PIXELS = 10 * 16
-
-
-class DatasetLayoutError(ValueError):
-    """Files are present but inconsistent: counts, names or sizes of frames and annotations disagree."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -229,58 +228,6 @@ def _check_pair(frame: Path, mask_path: Path, image: np.ndarray, mask: np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Seeding
-# ----------------------------------------------------------------------------------------------------------
-
-
-def global_rank() -> int:
-    """The process's global rank (0 without distributed training); also right inside DataLoader workers."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-    # Lightning sets this per process (from RANK/SLURM_PROCID/... env vars or the strategy).
-    return int(getattr(rank_zero_only, "rank", 0) or 0)
-
-
-def _mix_seed(*values: int) -> int:
-    """A 63-bit seed from several integers (SeedSequence hashes them well)."""
-    state = np.random.SeedSequence([int(v) % (2**63) for v in values]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
-
-
-def _reseedable(dataset: Any) -> list[Any]:
-    """Datasets with a ``reseed`` method inside (possibly nested) Subset/ConcatDataset wrappers."""
-    if hasattr(dataset, "reseed"):
-        return [dataset]
-    if hasattr(dataset, "dataset"):
-        return _reseedable(dataset.dataset)
-    if hasattr(dataset, "datasets"):
-        return [d for sub in dataset.datasets for d in _reseedable(sub)]
-    return []
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: distinct, reproducible randomness per worker, rank and epoch.
-
-    ``get_worker_info().seed`` is base_seed + worker_id, where base_seed is drawn from the parent's torch
-    RNG per epoch (per run with persistent workers, whose streams then continue): reproducible under
-    seed_everything and different per worker and epoch. Ranks are seeded alike by seed_everything, so the
-    global rank is mixed in. Python, numpy, torch and the datasets' own RNGs (including albumentations'
-    Compose RNG, which would otherwise be a copy of the parent's) are reseeded.
-    """
-    info = get_worker_info()
-    if info is None:  # called outside a worker (tests, num_workers=0): nothing to do
-        return
-    seed = _mix_seed(info.seed, global_rank())
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    for dataset in _reseedable(info.dataset):
-        dataset.reseed(seed)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Datasets
 # ----------------------------------------------------------------------------------------------------------
 
@@ -357,7 +304,7 @@ class DavisTrainDataset(Dataset):
         # changes. torch.initial_seed() is the run seed in the main process and base_seed + worker_id in a
         # worker, so this stays reproducible.
         if self._rng is None or self._rng_pid != os.getpid():
-            self.reseed(_mix_seed(torch.initial_seed(), global_rank()))
+            self.reseed(mix_seed(torch.initial_seed(), global_rank()))
         return self._rng
 
     def _draw(self, rng: np.random.Generator) -> tuple[str, list[int], np.ndarray, np.ndarray]:
@@ -432,14 +379,14 @@ class DavisEvalDataset(Dataset):
             frames = frames[: self.max_frames]
         images = _read_frames(frames)
         by_stem = {m.stem: m for m in masks}
-        labels = np.full(images.shape[:3], VOID_LABEL, dtype=np.uint8)
+        labels = np.full(images.shape[:3], IGNORE_LABEL, dtype=np.uint8)
         annotated = np.zeros(len(frames), dtype=bool)
         for i, frame in enumerate(frames):
             if frame.stem in by_stem:
                 labels[i] = self._read_mask_checked(frame, by_stem[frame.stem], images[i])
                 annotated[i] = True
         first = labels[0]
-        num_objects = int(first[first != VOID_LABEL].max(initial=0))
+        num_objects = int(first[first != IGNORE_LABEL].max(initial=0))
         if num_objects == 0:
             raise MaskFormatError(f"{by_stem[frames[0].stem]}: the first-frame annotation has no object")
         image_t, mask_t = clip_to_tensors(images, labels)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-VOID_LABEL = 255
+from vidseg.errors import MaskFormatError  # noqa: F401  (re-exported)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -38,10 +38,6 @@ def davis_palette() -> list[int]:
 
 
 DAVIS_PALETTE = davis_palette()
-
-
-class MaskFormatError(ValueError):
-    """A mask file that cannot be read as a label map (RGB, corrupt, wrong size...)."""
 
 
 @contextlib.contextmanager

@@ -11,14 +11,14 @@ import cv2
 import numpy as np
 import torch
 
-from vidseg.data.io import VOID_LABEL
+from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN_UINT8
 
 # Padded image pixels get the ImageNet mean, so they normalise to ~0 instead of looking like black content.
-IMAGE_PAD_FILL = (124, 116, 104)
+IMAGE_PAD_FILL = IMAGENET_MEAN_UINT8
 # Padded mask pixels are void (255), not background: they are not part of the scene, so the loss must
 # ignore them (ignore_index=255) and matching must not treat them as background evidence. Labelling them
 # 0 would teach the model that the pad colour is background and bias it towards background at borders.
-MASK_PAD_FILL = VOID_LABEL
+MASK_PAD_FILL = IGNORE_LABEL
 
 
 def build_clip_transform(
@@ -34,7 +34,7 @@ def build_clip_transform(
         crop_size: (height, width) of the output.
         scale: range of the random scale factor (1.0-1.3 in FEELVOS).
         seed: seed of the Compose's own RNG (albumentations does not use numpy's global RNG); workers
-            must reseed it (see vidseg.data.davis.worker_init_fn) or they all produce the same draws.
+            must reseed it (see vidseg.utils.seeding.worker_init_fn) or they all produce the same draws.
     """
     crop_h, crop_w = (int(s) for s in crop_size)
     lo, hi = (float(s) for s in scale)
@@ -87,7 +87,7 @@ def remap_to_reference(
     counts = np.bincount(masks[ref_index].ravel().astype(np.int64), minlength=256)
     keep = [i for i in range(1, 255) if counts[i] >= min_pixels and counts[i] > 0]
     lut = np.zeros(256, dtype=np.int64)
-    lut[VOID_LABEL] = VOID_LABEL
+    lut[IGNORE_LABEL] = IGNORE_LABEL
     lut[keep] = np.arange(1, len(keep) + 1)
     return lut[masks.astype(np.int64)], len(keep)
 

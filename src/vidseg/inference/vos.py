@@ -18,7 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidseg.models.feelvos.model import FEELVOS, IGNORE_LABEL, downsample_labels, one_hot_probabilities, pad_to_multiple
+from vidseg.constants import IGNORE_LABEL
+from vidseg.inference.checkpoint import read_checkpoint
+from vidseg.models.feelvos.model import FEELVOS, downsample_labels, one_hot_probabilities
+from vidseg.utils.device import autocast_dtype
+from vidseg.utils.padding import pad_to_multiple
 
 Frame = np.ndarray | torch.Tensor
 
@@ -34,20 +38,27 @@ def _frame_tensor(frame: Frame, device: torch.device) -> torch.Tensor:
     return frame[None].to(device)
 
 
+# Keys of the DeepLabv3+ decoder that checkpoints from before the backbone/decoder split kept in "backbone".
+_DECODER_KEYS = ("decoder_channels", "aspp_channels", "atrous_rates", "low_proj_channels")
+
+
+def feelvos_config(net_config: dict) -> dict:
+    """FEELVOS keyword arguments from a checkpoint's ``hyper_parameters["net"]``; weights come from the ckpt."""
+    net = dict(net_config)
+    backbone = dict(net["backbone"])
+    decoder = dict(net.get("decoder") or {})
+    for key in _DECODER_KEYS:
+        if key in backbone:
+            decoder[key] = backbone.pop(key)
+    backbone["weights"] = None
+    return {**net, "backbone": backbone, "decoder": decoder}
+
+
 def load_vos_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> FEELVOS:
-    """Build FEELVOS from a vidseg Lightning checkpoint (loaded with ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}; pass ckpt=<path to a .ckpt written by vidseg.train>")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    try:
-        net_config = checkpoint["hyper_parameters"]["net"]
-    except KeyError as err:
-        raise ValueError(f"{path} is not a vidseg VOS checkpoint (no hyper_parameters['net'])") from err
-    net_config = {**net_config, "backbone": {**net_config["backbone"], "weights": None}}  # weights come from the ckpt
-    model = FEELVOS(**net_config)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    """Build FEELVOS from a vidseg VOS checkpoint (loaded with ``weights_only=True``)."""
+    checkpoint = read_checkpoint(path, task="vos", map_location=map_location)
+    model = FEELVOS(**feelvos_config(checkpoint.hyper_parameters["net"]))
+    model.load_state_dict(checkpoint.model_state)
     return model.eval()
 
 
@@ -146,7 +157,7 @@ class VOSPredictor:
         if device is not None:
             model = model.to(device)
         self.model = model.eval()
-        self.autocast_dtype = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[str(precision)]
+        self.autocast_dtype = autocast_dtype(precision)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32"):

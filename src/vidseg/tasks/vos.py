@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from vidseg.constants import IGNORE_LABEL
+from vidseg.inference.checkpoint import TASK_KEY
 from vidseg.inference.vos import VOSPredictor
 from vidseg.metrics import JAndF
 from vidseg.models.feelvos import FEELVOS
-from vidseg.models.feelvos.model import IGNORE_LABEL
 
 
 def bootstrapped_cross_entropy(logits: torch.Tensor, target: torch.Tensor, top_fraction: float) -> torch.Tensor:
@@ -100,6 +101,9 @@ class VOSTask(pl.LightningModule):
         self.loss_config = {"bootstrap_final": 0.15, "bootstrap_anneal": 0.5, **(loss or {})}
         self.prev_mask_damage = prev_mask_damage
         self.val_jf = JAndF()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[TASK_KEY] = "vos"  # lets evaluate/predict refuse a checkpoint of the other task
 
     def bootstrap_fraction(self) -> float:
         total = max(1, self.trainer.estimated_stepping_batches) if self._trainer is not None else 1

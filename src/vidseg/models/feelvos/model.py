@@ -16,14 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.backbones import build_deeplabv3plus
+from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
+from vidseg.utils.padding import pad_to_multiple  # noqa: F401  (re-exported)
 from vidseg.ops import global_matching, local_matching
 
-IGNORE_LABEL = 255
 # Logit given to object slots a sample does not have (variable object counts in one batch). Finite, so
 # bf16/fp16 softmax and cross-entropy stay NaN-free.
 ABSENT_LOGIT = -1e4
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SeparableConv(nn.Sequential):
@@ -129,8 +128,11 @@ class FEELVOS(nn.Module):
     """FEELVOS network.
 
     Args:
-        backbone: dict for :func:`vidseg.backbones.build_deeplabv3plus` (``name``, ``output_stride``,
-            ``weights``, ``frozen_bn``, ``decoder_channels``, ``aspp_channels``, ``atrous_rates``).
+        backbone: the encoder, a dict for :func:`vidseg.backbones.get_backbone` (``name``, ``output_stride``,
+            ``weights``, ``frozen_bn``).
+        decoder: the DeepLabv3+ decoder's keywords for :func:`vidseg.backbones.build_deeplabv3plus`
+            (``decoder_channels``, ``aspp_channels``, ``atrous_rates``, ``low_proj_channels``).
+            Kept apart from ``backbone`` so an encoder config never carries decoder keys.
         embedding_dim: pixel embedding size (paper: 100).
         head_channels / head_kernel / head_layers: dynamic segmentation head (paper: 256 / 7 / 4).
         local_max_distance: local matching window radius k at stride 4 (paper: 15).
@@ -143,6 +145,7 @@ class FEELVOS(nn.Module):
     def __init__(
         self,
         backbone: dict,
+        decoder: dict | None = None,
         *,
         embedding_dim: int = 100,
         head_channels: int = 256,
@@ -156,7 +159,7 @@ class FEELVOS(nn.Module):
         super().__init__()
         backbone = dict(backbone)
         name = backbone.pop("name")
-        self.feature_extractor = build_deeplabv3plus(name, **backbone)
+        self.feature_extractor = build_deeplabv3plus(name, **backbone, **(decoder or {}))
         decoder_channels = self.feature_extractor.out_channels
         self.embedding_head = EmbeddingHead(decoder_channels, embedding_dim)
         self.head = DynamicSegmentationHead(decoder_channels + 3, head_channels, head_kernel, head_layers)
@@ -248,16 +251,3 @@ class FEELVOS(nn.Module):
             embedding[:, 1], labels[:, 1], one_hot_probabilities(labels[:, 1], n), num_objects,
         )
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-
-
-def pad_to_multiple(x: torch.Tensor, divisor: int, value: float = 0) -> torch.Tensor:
-    """Pad (..., H, W) at the bottom/right with ``value`` up to multiples of ``divisor``.
-
-    Frames are padded with 0 and label maps with 255 (ignored), so padding never matches an object.
-    """
-    height, width = x.shape[-2:]
-    pad_h = math.ceil(height / divisor) * divisor - height
-    pad_w = math.ceil(width / divisor) * divisor - width
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), value=value)
-    return x

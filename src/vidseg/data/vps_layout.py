@@ -1,0 +1,86 @@
+"""Where the published VPS datasets keep their evaluation files, and how their names map to each other.
+
+The facts below follow the official releases (vpsnet.md; mcahny/vps docs/DATASET.md, tools/eval_vpq.py,
+tools/dataset/viper.py). Datasets, the toy generator and the submission evaluator all read them from here.
+
+Cityscapes-VPS (``<root>`` = data/cityscapes_vps)::
+
+    panoptic_gt_<split>_city_vps.json     images[{id, width, height, file_name}], annotations[{image_id,
+                                          file_name, segments_info[{id, category_id, iscrowd, area}]}],
+                                          categories[{id, name, isthing, color}]
+    <split>/panoptic_video/<gt png>       COCO-panoptic RGB; thing ids constant within a video
+    image file_name  0005_0025_frankfurt_000000_001736_leftImg8bit.png   (<vid>_<frame 1..30>_<city>_...)
+    gt png           ..._gtFine_color.png (from _leftImg8bit.png) or ..._final_mask.png (from _newImg8bit.png)
+    image id         0005_0025_frankfurt_000000_001736 -> the submission's pan_pred/<image id>.png
+    video            the first 4 characters of file_name; 6 annotated frames per video (every 5th frame)
+
+VIPER-VPS (``<root>`` = data/viper_vps)::
+
+    viper_panoptic_<split>_video.json     the same keys; split "val_day"
+    <split>/panoptic_video/<gt png>       gt png = basename of the image file_name with .png
+    image file_name  e.g. 001/001_00000.jpg; video = its folder, else the basename up to the first "_";
+                     every frame is annotated
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+
+@dataclass(frozen=True)
+class VPSLayout:
+    """File naming of one VPS dataset's panoptic ground truth (see the module docstring).
+
+    Attributes:
+        name: "cityscapes_vps" or "viper".
+        default_root: where the dataset is looked for without ``data.root``.
+        split_names: user-facing split -> the split name in the dataset's files ("val" -> "val_day" for VIPER).
+    """
+
+    name: str
+    default_root: str
+    split_names: dict
+
+    def split_name(self, split: str) -> str:
+        return self.split_names.get(split, split)
+
+    def panoptic_gt_json(self, root: str | Path, split: str) -> Path:
+        split = self.split_name(split)
+        if self.name == "cityscapes_vps":
+            return Path(root) / f"panoptic_gt_{split}_city_vps.json"
+        return Path(root) / f"viper_panoptic_{split}_video.json"
+
+    def panoptic_gt_dir(self, root: str | Path, split: str) -> Path:
+        return Path(root) / self.split_name(split) / "panoptic_video"
+
+    def gt_png_name(self, file_name: str) -> str:
+        """The ground-truth PNG name of an image ``file_name`` (as listed in the GT JSON's images)."""
+        if self.name == "cityscapes_vps":
+            return file_name.replace("_newImg8bit.png", "_final_mask.png").replace("_leftImg8bit.png",
+                                                                                   "_gtFine_color.png")
+        return PurePosixPath(file_name).with_suffix(".png").name
+
+    def video_of(self, image: dict) -> str:
+        """The video an image record belongs to (windows never cross videos)."""
+        if "video_id" in image:
+            return str(image["video_id"])
+        file_name = PurePosixPath(image["file_name"])
+        if self.name == "cityscapes_vps":
+            return file_name.name[:4]
+        if len(file_name.parts) > 1:
+            return file_name.parts[-2]
+        return file_name.name.split("_")[0]
+
+    @staticmethod
+    def image_id_of(file_name: str) -> str:
+        """The image id (and pan_pred PNG stem) of an image file: its name without the frame-type suffix."""
+        stem = PurePosixPath(file_name).name
+        for suffix in ("_leftImg8bit", "_newImg8bit"):
+            stem = stem.replace(suffix, "")
+        return PurePosixPath(stem).stem
+
+
+CITYSCAPES_VPS = VPSLayout("cityscapes_vps", "data/cityscapes_vps", {})
+VIPER = VPSLayout("viper", "data/viper_vps", {"val": "val_day", "train": "train"})
+LAYOUTS = {layout.name: layout for layout in (CITYSCAPES_VPS, VIPER)}

@@ -1,0 +1,1 @@
+"""Helpers shared by every task: padding, device/precision resolution, seeding."""

@@ -1,0 +1,25 @@
+"""What every entry point does around its work: one clean line for the user's mistakes, exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from vidseg.errors import DataError
+
+T = TypeVar("T")
+
+# Errors caused by the user's data or arguments. Their messages name the file and the fix, so a traceback
+# would only bury them; anything else is a bug in vidseg and keeps its traceback.
+USER_ERRORS = (DataError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def run_cli(work: Callable[[], T]) -> T:
+    """Run ``work``; a user error prints ``vidseg: error: <message>`` on stderr and exits with status 2."""
+    try:
+        return work()
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split())  # one line, whatever the message's formatting
+        print(f"vidseg: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
