@@ -5,6 +5,8 @@
   (``shutil.copytree``) before modifying files.
 - ``make_toy_davis(**params)``: the same generator with other parameters (cached per parameter set).
 - ``toy_video_path``: an H.264 mp4 of the first toy val sequence (8 frames, 64x112, 10 fps).
+- ``make_toy_vps(format="cityscapes_vps"|"viper", **params)``, ``toy_cityscapes_vps_root``, ``toy_viper_root``:
+  tiny toy VPS sets in the official layouts (see tests/helpers/toy_vps.py), cached per parameter set.
 """
 
 from __future__ import annotations
@@ -47,3 +49,21 @@ def toy_video_path(toy_davis_root: Path, tmp_path_factory: pytest.TempPathFactor
     frames = sorted((toy_davis_root / "JPEGImages" / "480p" / seq).glob("*.jpg"))
     out = tmp_path_factory.mktemp("toy_video") / f"{seq}.mp4"
     return write_video(out, (read_image(f) for f in frames), fps=10)
+
+
+@pytest.fixture(scope="session")
+def make_toy_vps(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """make_toy_vps(format="cityscapes_vps"|"viper", **params) -> root; tiny sets, cached per parameter set."""
+    from tests.helpers.toy_vps import make_toy_vps_factory
+
+    return make_toy_vps_factory(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def toy_cityscapes_vps_root(make_toy_vps: Callable[..., Path]) -> Path:
+    return make_toy_vps("cityscapes_vps")
+
+
+@pytest.fixture(scope="session")
+def toy_viper_root(make_toy_vps: Callable[..., Path]) -> Path:
+    return make_toy_vps("viper")

@@ -72,6 +72,47 @@ class VPSLayout:
             return file_name.parts[-2]
         return file_name.name.split("_")[0]
 
+    # ---- training and dense-frame files (added for the VPS datasets; same naming rules as above) ----
+
+    def instances_json(self, root: str | Path, split: str) -> Path:
+        """COCO instances (RLE masks, per-annotation ``inst_id``) of the annotated frames of ``split``."""
+        if self.name == "cityscapes_vps":
+            return Path(root) / f"instances_{split}_city_vps_rle.json"
+        # VIPER: train lists every 5th frame ("_05"), val_day every frame ("_01").
+        split = self.split_name(split)
+        return Path(root) / f"instances_{split}_{'05' if split == 'train' else '01'}_viper_coco.json"
+
+    def frames_json(self, root: str | Path, split: str) -> Path:
+        """The JSON listing every frame of ``split`` to run inference on, in video order.
+
+        Cityscapes-VPS: ``im_all_info_<split>_city_vps.json`` (30 frames per clip, id = vid * 10000 + frame);
+        VIPER annotates every frame, so its panoptic ground-truth JSON lists them all.
+        """
+        if self.name == "cityscapes_vps":
+            return Path(root) / f"im_all_info_{split}_city_vps.json"
+        return self.panoptic_gt_json(root, split)
+
+    def image_dir(self, root: str | Path, split: str, *, all_frames: bool = False) -> Path:
+        """Images of the annotated frames (``<split>/img``) or, Cityscapes-VPS only, of all frames (``img_all``)."""
+        sub = "img_all" if all_frames and self.name == "cityscapes_vps" else "img"
+        return Path(root) / self.split_name(split) / sub
+
+    def labelmap_dir(self, root: str | Path, split: str) -> Path:
+        """uint8 class-id PNGs (255 void) of the annotated frames, named by :meth:`gt_png_name`."""
+        return Path(root) / self.split_name(split) / "labelmap"
+
+    def panoptic_inst_dir(self, root: str | Path, split: str) -> Path:
+        """Cityscapes-VPS 16-bit PNGs: stuff class, thing class * 1000 + instance, 255 void (by-product)."""
+        return Path(root) / self.split_name(split) / "panoptic_inst"
+
+    @staticmethod
+    def frame_index_of(file_name: str) -> int:
+        """The frame number within its video: the second ``_`` field (``0005_0025_...`` -> 25, ``001_00010`` -> 10)."""
+        parts = PurePosixPath(file_name).name.split("_")
+        if len(parts) < 2 or not parts[1].split(".")[0].isdigit():
+            raise ValueError(f"cannot read a frame number from {file_name!r} (expected <video>_<frame>_...)")
+        return int(parts[1].split(".")[0])
+
     @staticmethod
     def image_id_of(file_name: str) -> str:
         """The image id (and pan_pred PNG stem) of an image file: its name without the frame-type suffix."""
