@@ -39,6 +39,7 @@ lint: install
 bench: install
 	$(PY) -m bench.ops --out bench/results
 	$(PY) -m bench.feelvos_fps --out bench/results
+	$(PY) -m bench.vpq --out bench/results
 
 clean:
 	rm -rf $(VENV) outputs build dist src/*.egg-info

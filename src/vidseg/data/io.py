@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidseg.errors import MaskFormatError  # noqa: F401  (re-exported)
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

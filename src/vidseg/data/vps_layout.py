@@ -36,11 +36,14 @@ class VPSLayout:
         name: "cityscapes_vps" or "viper".
         default_root: where the dataset is looked for without ``data.root``.
         split_names: user-facing split -> the split name in the dataset's files ("val" -> "val_day" for VIPER).
+        datamodule: the ``_target_`` of its datamodule, so an evaluator can find the layout of a data config
+            without importing the datamodule (and with it torch and Lightning).
     """
 
     name: str
     default_root: str
     split_names: dict
+    datamodule: str
 
     def split_name(self, split: str) -> str:
         return self.split_names.get(split, split)
@@ -122,6 +125,16 @@ class VPSLayout:
         return PurePosixPath(stem).stem
 
 
-CITYSCAPES_VPS = VPSLayout("cityscapes_vps", "data/cityscapes_vps", {})
-VIPER = VPSLayout("viper", "data/viper_vps", {"val": "val_day", "train": "train"})
+CITYSCAPES_VPS = VPSLayout("cityscapes_vps", "data/cityscapes_vps", {},
+                           "vidseg.data.cityscapes_vps.CityscapesVPSDataModule")
+VIPER = VPSLayout("viper", "data/viper_vps", {"val": "val_day", "train": "train"}, "vidseg.data.viper.ViperDataModule")
 LAYOUTS = {layout.name: layout for layout in (CITYSCAPES_VPS, VIPER)}
+
+
+def layout_of_datamodule(target: str) -> VPSLayout:
+    """The layout of the dataset whose datamodule is ``target`` (a data config's ``_target_``)."""
+    for layout in LAYOUTS.values():
+        if layout.datamodule == target:
+            return layout
+    known = ", ".join(layout.datamodule for layout in LAYOUTS.values())
+    raise ValueError(f"data._target_={target} is not a VPS datamodule; use data=cityscapes_vps or data=viper ({known})")

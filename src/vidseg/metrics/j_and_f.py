@@ -24,6 +24,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from vidseg.constants import IGNORE_LABEL as VOID_LABEL  # DAVIS calls it void
+
 STAT_NAMES = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 GLOBAL_NAMES = ("J&F-Mean",) + STAT_NAMES
 

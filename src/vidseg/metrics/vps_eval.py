@@ -1,0 +1,379 @@
+"""Score a VPS submission folder (VPQ and STQ) and write the official result files.
+
+A submission folder is the official ``tools/eval_vpq.py`` input::
+
+    <submission>/pred.json            {"annotations": [{"segments_info": [{"id", "category_id", ...}],
+                                       optional "image_id"}]}: one entry per GT image, in the GT JSON's image
+                                       order (or matched by "image_id" when every entry has one)
+    <submission>/pan_pred/<id>.png    COCO-panoptic RGB PNG per GT image (id = the GT image "id")
+
+The ground truth is a dataset's panoptic GT JSON + PNGs as laid out in :mod:`vidseg.data.vps_layout`
+(:func:`load_ground_truth`). Scoring follows :mod:`vidseg.metrics.vpq` (VPQ, Cityscapes-VPS or VIPER
+rules) and :mod:`vidseg.metrics.stq` (STQ, one sequence per video). Videos are scored in parallel worker
+processes; each decodes its PNGs once and builds one pair table per frame, shared by every VPQ window and by
+STQ; results merge as integer counts (and float64 IoU sums, added in video order, so the numbers do not
+depend on the number of workers).
+
+Differences from the official script, on purpose: frames are grouped into videos by name (its
+``np.array_split`` assumes equal-length, contiguous videos, and pairs sorted GT files with unsorted
+predictions); annotations are matched to images by ``image_id``; inconsistent input raises an error that
+names the file instead of a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidseg.data.io import write_json_atomic, write_text_atomic
+from vidseg.data.panoptic import read_json, read_panoptic_png
+from vidseg.data.vps_layout import LAYOUTS, VPSLayout
+from vidseg.errors import DataError, SubmissionError
+from vidseg.metrics.stq import STQCounts, summarize_stq, video_stq_counts
+from vidseg.metrics.vpq import (
+    CategoryTable,
+    PQCounts,
+    VPSProtocol,
+    build_video_tables,
+    get_protocol,
+    pair_table,
+    summarize_vpq,
+    video_counts,
+)
+
+
+# ---------------------------------------------------------------------------------------- ground truth
+@dataclass(frozen=True)
+class GTFrame:
+    """One annotated frame: ``image_id`` (also the pan_pred PNG stem), its GT PNG and segment list."""
+
+    image_id: str
+    file_name: str
+    png_path: Path
+    segments_info: list[dict]
+    height: int | None = None
+    width: int | None = None
+
+
+@dataclass(frozen=True)
+class GTVideo:
+    name: str
+    frames: tuple[GTFrame, ...]
+
+
+@dataclass
+class VPSGroundTruth:
+    """A split's panoptic ground truth.
+
+    Attributes:
+        layout: dataset layout name ("cityscapes_vps" or "viper").
+        json_path: the GT JSON.
+        categories: ``{category id: category record}`` in JSON order.
+        videos: videos in order of first appearance in the JSON's images; frames in JSON order.
+        image_ids: every image id in the JSON's image order (the order of pred.json entries).
+    """
+
+    layout: str
+    json_path: Path
+    categories: dict[int, dict]
+    videos: list[GTVideo]
+    image_ids: list[str] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(v.frames) for v in self.videos)
+
+
+def _layout(layout: str | VPSLayout) -> VPSLayout:
+    if isinstance(layout, VPSLayout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown VPS layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def load_ground_truth(layout: str | VPSLayout, root: str | os.PathLike, split: str) -> VPSGroundTruth:
+    """Read a split's panoptic GT JSON and check that every GT PNG exists.
+
+    Raises:
+        FileNotFoundError: GT JSON or a GT PNG missing (message names it).
+        DataError: the JSON lacks images/annotations/categories, or an image has no annotation.
+    """
+    layout = _layout(layout)
+    json_path = layout.panoptic_gt_json(root, split)
+    gt = read_json(json_path, what=f"{layout.name} panoptic GT JSON")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt, dict) or key not in gt:
+            raise DataError(f"{json_path}: missing key {key!r}; expected a COCO-panoptic video GT JSON with "
+                            "images, annotations and categories")
+    categories = {int(c["id"]): c for c in gt["categories"]}
+    png_dir = layout.panoptic_gt_dir(root, split)
+    by_image = {str(a["image_id"]): a for a in gt["annotations"] if "image_id" in a}
+    positional = len(by_image) != len(gt["annotations"])
+    if positional and len(gt["annotations"]) != len(gt["images"]):
+        raise DataError(f"{json_path}: {len(gt['annotations'])} annotations for {len(gt['images'])} images, "
+                        "and not every annotation has an image_id; give each image one annotation")
+    videos: dict[str, list[GTFrame]] = {}
+    image_ids = []
+    for i, image in enumerate(gt["images"]):
+        image_id = str(image["id"])
+        ann = gt["annotations"][i] if positional else by_image.get(image_id)
+        if ann is None:
+            raise DataError(f"{json_path}: image {image_id!r} ({image['file_name']}) has no annotation; every "
+                            "annotated frame needs an annotations entry with its segments_info")
+        png = png_dir / (ann.get("file_name") or layout.gt_png_name(image["file_name"]))
+        if not png.is_file():
+            raise FileNotFoundError(f"GT panoptic PNG not found: {png} (image {image_id!r} of {json_path}); "
+                                    f"expected {png_dir}/<{layout.name} GT png name>, see vidseg.data.vps_layout")
+        frame = GTFrame(image_id, image["file_name"], png, list(ann["segments_info"]), image.get("height"),
+                        image.get("width"))
+        videos.setdefault(layout.video_of(image), []).append(frame)
+        image_ids.append(image_id)
+    return VPSGroundTruth(layout.name, json_path, categories,
+                          [GTVideo(name, tuple(frames)) for name, frames in videos.items()], image_ids)
+
+
+# ---------------------------------------------------------------------------------------- submission
+def _read_pred_json(gt: VPSGroundTruth, submission_dir: Path) -> dict[str, list[dict]]:
+    """``image id -> segments_info`` from pred.json, checked against the GT images."""
+    path = submission_dir / "pred.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"pred.json not found: {path}; a VPS submission folder holds pred.json and "
+                                "pan_pred/<image id>.png (the official eval_vpq.py format)")
+    pred = read_json(path, what="pred.json")
+    entries = pred.get("annotations") if isinstance(pred, dict) else None
+    if not isinstance(entries, list):
+        raise SubmissionError(f"{path}: expected {{\"annotations\": [...]}} with one entry per GT image")
+    n_gt = len(gt.image_ids)
+    with_id = [e for e in entries if isinstance(e, dict) and "image_id" in e]
+    if with_id and len(with_id) != len(entries):
+        raise SubmissionError(f"{path}: {len(with_id)} of {len(entries)} entries have an image_id; give every "
+                              "entry an image_id, or none (then entries follow the GT JSON's image order)")
+    if len(entries) != n_gt:
+        raise SubmissionError(f"{path}: {len(entries)} annotations but the GT ({gt.json_path}) has {n_gt} "
+                              "images; write one entry per GT image" +
+                              ("" if with_id else ", in the GT JSON's image order"))
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("segments_info"), list):
+            raise SubmissionError(f"{path}: annotations[{i}] has no segments_info list")
+    if not with_id:
+        return {image_id: e["segments_info"] for image_id, e in zip(gt.image_ids, entries, strict=True)}
+    known = set(gt.image_ids)
+    out: dict[str, list[dict]] = {}
+    for e in entries:
+        image_id = str(e["image_id"])
+        if image_id not in known:
+            raise SubmissionError(f"{path}: image_id {image_id!r} is not a GT image of {gt.json_path}; use the "
+                                  f"GT images' ids (e.g. {gt.image_ids[0]!r})")
+        if image_id in out:
+            raise SubmissionError(f"{path}: image_id {image_id!r} appears more than once; one entry per image")
+        out[image_id] = e["segments_info"]
+    return out
+
+
+@dataclass(frozen=True)
+class _VideoJob:
+    name: str
+    gt_pngs: tuple[Path, ...]
+    gt_segments: tuple[list[dict], ...]
+    pred_pngs: tuple[Path, ...]
+    pred_segments: tuple[list[dict], ...]
+    categories: CategoryTable
+    protocol: VPSProtocol
+
+
+def _read_prediction(path: Path, gt_path: Path, shape: tuple[int, int]):
+    if not path.is_file():
+        raise FileNotFoundError(f"prediction PNG not found: {path} (for GT {gt_path.name}); the submission "
+                                f"needs pan_pred/<image id>.png for every GT image")
+    pred = read_panoptic_png(path)  # MaskFormatError naming the file for palette/grayscale/truncated PNGs
+    if pred.shape != shape:
+        raise SubmissionError(f"{path}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but the GT "
+                              f"{gt_path} is {shape[1]}x{shape[0]}; write predictions at the GT resolution")
+    return pred
+
+
+def _score_video(job: _VideoJob) -> tuple[PQCounts, STQCounts]:
+    """Worker: decode the video's PNGs once, build its pair tables, count VPQ and STQ."""
+    pairs = []
+    for gt_png, pred_png in zip(job.gt_pngs, job.pred_pngs, strict=True):
+        gt_ids = read_panoptic_png(gt_png)
+        pairs.append(pair_table(gt_ids, _read_prediction(pred_png, gt_png, gt_ids.shape)))
+    tables = build_video_tables(pairs, job.gt_segments, job.pred_segments, job.categories,
+                                gt_names=[f"{p} (GT JSON entry)" for p in job.gt_pngs],
+                                pred_names=[f"{p} (with its pred.json entry)" for p in job.pred_pngs])
+    return (video_counts(tables, job.protocol, len(job.categories)),
+            video_stq_counts(tables, job.categories.isthing))
+
+
+@dataclass
+class VPSResults:
+    """Numbers of one VPS evaluation; every value is a fraction in [0, 1] (the text files show percent).
+
+    Attributes:
+        protocol: the protocol's name.
+        windows: ``k label -> {"nframes", "all"|"thing"|"stuff": {"pq","sq","rq","n"},
+            "per_class": {category id: {"pq","sq","rq","iou","tp","fp","fn"}}}`` ("iou" = sum of TP IoUs).
+        vpq: ``{"all", "thing", "stuff"}``: mean PQ over the window sizes (official vpq-final.txt / 100).
+        stq: ``{"STQ", "AQ", "SQ"}``.
+        num_videos, num_frames: what was scored.
+        pq_counts, stq_counts: the accumulated counts (for merging or inspection).
+    """
+
+    protocol: str
+    windows: dict[int, dict[str, Any]]
+    vpq: dict[str, float]
+    stq: dict[str, float]
+    num_videos: int
+    num_frames: int
+    pq_counts: PQCounts | None = None
+    stq_counts: STQCounts | None = None
+
+
+def results_from_counts(pq: PQCounts, stq: STQCounts, categories: Mapping | Sequence,
+                        protocol: str | VPSProtocol, *, num_videos: int = 0, num_frames: int = 0) -> VPSResults:
+    """Summarise accumulated counts into :class:`VPSResults`."""
+    protocol = get_protocol(protocol)
+    summary = summarize_vpq(pq, categories, protocol)
+    s = summarize_stq(stq)
+    return VPSResults(protocol.name, summary["windows"], summary["vpq"],
+                      {"STQ": s["STQ"], "AQ": s["AQ"], "SQ": s["SQ"]}, num_videos, num_frames, pq, stq)
+
+
+def evaluate_submission(
+    gt: VPSGroundTruth,
+    submission_dir: str | os.PathLike,
+    protocol: str | VPSProtocol | None = None,
+    *,
+    workers: int | None = None,
+) -> VPSResults:
+    """Score ``<submission_dir>/pred.json`` + ``pan_pred/*.png`` against ``gt``.
+
+    Args:
+        gt: :func:`load_ground_truth` output.
+        protocol: "cityscapes_vps", "viper" or a :class:`VPSProtocol`; default: the one named like the layout.
+        workers: processes scoring videos in parallel; None = one per CPU (at most one per video), 0 or 1 =
+            in this process.
+    Raises:
+        FileNotFoundError: pred.json or a pan_pred PNG missing.
+        SubmissionError / MaskFormatError (a DataError): inconsistent pred.json or PNGs; the message names
+            the file, what was expected and found, and the fix.
+    """
+    protocol = get_protocol(protocol if protocol is not None else gt.layout)
+    submission_dir = Path(submission_dir)
+    if not submission_dir.is_dir():
+        raise FileNotFoundError(f"submission folder not found: {submission_dir}; expected pred.json and "
+                                "pan_pred/<image id>.png in it")
+    pred_segments = _read_pred_json(gt, submission_dir)
+    cats = CategoryTable.from_categories(gt.categories)
+    jobs = [
+        _VideoJob(
+            video.name,
+            tuple(f.png_path for f in video.frames),
+            tuple(f.segments_info for f in video.frames),
+            tuple(submission_dir / "pan_pred" / f"{f.image_id}.png" for f in video.frames),
+            tuple(pred_segments[f.image_id] for f in video.frames),
+            cats,
+            protocol,
+        )
+        for video in gt.videos
+    ]
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        outputs = [_score_video(job) for job in jobs]
+    else:
+        with multiprocessing.get_context().Pool(workers) as pool:
+            outputs = pool.map(_score_video, jobs, chunksize=1)  # in video order
+    pq = PQCounts.zeros(len(protocol.windows), len(cats))
+    stq = STQCounts.zeros(len(cats))
+    for pq_video, stq_video in outputs:
+        pq, stq = pq + pq_video, stq + stq_video
+    return results_from_counts(pq, stq, cats, protocol, num_videos=len(jobs), num_frames=gt.num_frames)
+
+
+# -------------------------------------------------------------------------------------------- writers
+_ROWS = (("All", "all"), ("Things", "thing"), ("Stuff", "stuff"))
+
+
+def _vpq_window_text(entry: Mapping[str, Any]) -> str:
+    """A window's table in the layout of the official ``vpq-<k>.txt``."""
+    lines = ["================================================",
+             "{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N"),
+             "-" * (10 + 7 * 4)]
+    for label, key in _ROWS:
+        r = entry[key]
+        lines.append(f"{label:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f} {r['n']:5d}")
+    lines.append("{:4s}| {:>5s} {:>5s} {:>5s} {:>6s} {:>7s} {:>7s} {:>7s}".format(
+        "IDX", "PQ", "SQ", "RQ", "IoU", "TP", "FP", "FN"))
+    for cid, r in entry["per_class"].items():
+        lines.append(f"{cid:4d} | {100 * r['pq']:5.1f} {100 * r['sq']:5.1f} {100 * r['rq']:5.1f} "
+                     f"{r['iou']:6.1f} {r['tp']:7d} {r['fp']:7d} {r['fn']:7d}")
+    return "\n".join(lines) + "\n"
+
+
+def results_to_json(results: VPSResults, split: str | None = None) -> dict[str, Any]:
+    """The full-precision JSON document of :func:`write_vps_results`."""
+    return {
+        "split": split,
+        "protocol": results.protocol,
+        "units": "fractions in [0, 1]",
+        "num_videos": results.num_videos,
+        "num_frames": results.num_frames,
+        "vpq": dict(results.vpq),
+        "windows": {
+            str(k): {"nframes": e["nframes"], **{key: dict(e[key]) for _, key in _ROWS},
+                     "per_class": {str(c): dict(r) for c, r in e["per_class"].items()}}
+            for k, e in results.windows.items()
+        },
+        "stq": dict(results.stq),
+    }
+
+
+def write_vps_results(results: VPSResults, output_dir: str | os.PathLike, split: str) -> dict[str, Path]:
+    """Write ``vpq-<k>.txt`` per window size, ``vpq-final.txt`` and ``results-<split>.json``.
+
+    ``vpq-final.txt`` has exactly the official lines ``vpq_all:%.4f``, ``vpq_thing:%.4f``,
+    ``vpq_stuff:%.4f`` (percent). Every text is built before the first file is written, and each file is
+    written atomically, so a failure leaves the files of an earlier run intact.
+
+    Returns:
+        ``{"vpq-<k>": path, ..., "final": path, "json": path}``.
+    """
+    out = Path(output_dir)
+    texts: dict[str, tuple[Path, str]] = {}
+    for k, entry in results.windows.items():
+        texts[f"vpq-{k}"] = (out / f"vpq-{k}.txt", _vpq_window_text(entry))
+    v = results.vpq
+    # The official lines: "vpq_all:%.4f" etc. (the same digits as the format spec ".4f").
+    texts["final"] = (out / "vpq-final.txt", f"vpq_all:{100 * v['all']:.4f}\nvpq_thing:{100 * v['thing']:.4f}\n"
+                      f"vpq_stuff:{100 * v['stuff']:.4f}\n")
+    doc = results_to_json(results, split)
+    paths = {name: path for name, (path, _) in texts.items()}
+    paths["json"] = out / f"results-{split}.json"
+    for path, text in texts.values():
+        write_text_atomic(path, text)
+    write_json_atomic(paths["json"], doc)
+    return paths
+
+
+def format_vps_table(results: VPSResults) -> str:
+    """Human-readable summary: VPQ per window size (all/thing/stuff, percent), final VPQ and STQ/AQ/SQ."""
+    unit = "k" if results.protocol == "cityscapes_vps" else "frames"
+    header = f"{unit:>7s} | {'VPQ':>6s} {'thing':>6s} {'stuff':>6s} | {'SQ':>6s} {'RQ':>6s} {'n':>4s}"
+    lines = [f"VPS results ({results.protocol}; {results.num_videos} videos, {results.num_frames} frames)",
+             header, "-" * len(header)]
+    for k, e in results.windows.items():
+        lines.append(f"{k:>7d} | {100 * e['all']['pq']:6.2f} {100 * e['thing']['pq']:6.2f} "
+                     f"{100 * e['stuff']['pq']:6.2f} | {100 * e['all']['sq']:6.2f} {100 * e['all']['rq']:6.2f} "
+                     f"{e['all']['n']:4d}")
+    v, s = results.vpq, results.stq
+    lines += ["-" * len(header),
+              f"{'VPQ':>7s} | {100 * v['all']:6.2f} {100 * v['thing']:6.2f} {100 * v['stuff']:6.2f} |",
+              f"STQ {100 * s['STQ']:.2f}  AQ {100 * s['AQ']:.2f}  SQ {100 * s['SQ']:.2f}"]
+    return "\n".join(lines) + "\n"
