@@ -38,6 +38,12 @@ def test_user_errors_print_one_line_and_exit_2(capsys):
     assert run_cli(lambda: 3) == 3
 
 
+def test_debug_env_keeps_the_traceback(monkeypatch):
+    monkeypatch.setenv("VIDSEG_DEBUG", "1")
+    with pytest.raises(DataError):
+        run_cli(lambda: (_ for _ in ()).throw(DataError("bad")))
+
+
 def test_bugs_keep_their_traceback():
     with pytest.raises(ZeroDivisionError):
         run_cli(lambda: 1 / 0)

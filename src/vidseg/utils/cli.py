@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,10 +17,15 @@ USER_ERRORS = (DataError, FileNotFoundError, NotADirectoryError, IsADirectoryErr
 
 
 def run_cli(work: Callable[[], T]) -> T:
-    """Run ``work``; a user error prints ``vidseg: error: <message>`` on stderr and exits with status 2."""
+    """Run ``work``; a user error prints ``vidseg: error: <message>`` on stderr and exits with status 2.
+
+    ``VIDSEG_DEBUG=1`` in the environment keeps the traceback of user errors too.
+    """
     try:
         return work()
     except USER_ERRORS as err:
+        if os.environ.get("VIDSEG_DEBUG", "") not in ("", "0"):
+            raise
         message = " ".join(str(err).split())  # one line, whatever the message's formatting
         print(f"vidseg: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
