@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from vidseg.data.davis import list_sequences, sequence_paths
-from vidseg.data.io import read_mask, write_mask
+from vidseg.data.io import read_image, read_mask, write_mask
 from vidseg.evaluate import evaluate
 from vidseg.predict import predict
 from vidseg.train import train
@@ -180,3 +180,68 @@ def test_ddp_on_two_cpu_processes(toy_davis_root, tmp_path):
     result = train(cfg)
     assert 0.0 <= result["metrics"]["val/J&F"] <= 1.0
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_validation_evaluate_and_predict_run_at_the_inference_stride(trained, toy_davis_root, tmp_path,
+                                                                     monkeypatch):
+    """The paper config trains at output stride 16 and must infer at 8 everywhere (issue 8, point 3)."""
+    from vidseg.inference import vos as vos_inference
+    from vidseg.inference.checkpoint import read_checkpoint
+    from vidseg.tasks.vos import VOSTask
+
+    out, _ = trained
+    ckpt = out / "checkpoints" / "last.ckpt"
+    net = read_checkpoint(ckpt).hyper_parameters["net"]
+    assert net["backbone"]["output_stride"] == 16 and net["inference_output_stride"] == 8
+    strides = []
+    real_init = vos_inference.VOSSession.__init__
+
+    def spy(self, model, *args, **kwargs):
+        strides.append((model.output_stride, model.feature_extractor.decoder.atrous_rates))
+        real_init(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(vos_inference.VOSSession, "__init__", spy)
+    seq = list_sequences(toy_davis_root, split="val")[0]
+    frames, masks = sequence_paths(toy_davis_root, seq)
+    evaluate(compose_config("evaluate", tmp_path / "eval", ["task=vos", f"ckpt={ckpt}", f"data.root={toy_davis_root}"]))
+    predict(compose_config("predict", tmp_path / "pred", ["task=vos", f"ckpt={ckpt}", f"input={frames[0].parent}",
+                                                          f"mask={masks[0]}", "overlay=false"]))
+    task = VOSTask(**{k: v for k, v in read_checkpoint(ckpt).hyper_parameters.items()})
+    task.on_validation_epoch_start()  # validation's predictor
+    task._val_predictor.start(read_image(frames[0]), read_mask(masks[0]))
+    assert strides and set(strides) == {(8, (12, 24, 36))}
+    assert task.model.output_stride == 16  # training keeps its stride
+
+
+def test_train_with_a_timm_backbone_offline(toy_davis_root, tmp_path, monkeypatch):
+    """`backbone=timm backbone.name=<timm model> experiment=toy_vos trainer.max_steps=2`, offline, on CPU."""
+    pytest.importorskip("timm")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose_config("train", tmp_path, [
+        "task=vos", "backbone=timm", "backbone.name=resnet10t", "experiment=toy_vos", f"data.root={toy_davis_root}",
+        "model.net.decoder.decoder_channels=16", "model.net.decoder.aspp_channels=16", "model.net.embedding_dim=8",
+        "model.net.head_channels=16", "model.net.head_kernel=3", "model.net.head_layers=1",
+        "data.crop_size=[64,112]", "data.batch_size=2", "data.samples_per_epoch=4", "data.val_max_frames=4",
+        "data.val_max_sequences=1", "trainer.max_steps=2", "trainer.check_val_every_n_epoch=1", "logger=none",
+    ])
+    assert cfg.model.net.backbone.library == "timm" and cfg.model.net.backbone.name == "resnet10t"
+    result = train(cfg)
+    assert 0.0 <= result["metrics"]["val/J&F"] <= 1.0
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert any(k.startswith("model.feature_extractor.backbone.body.") for k in checkpoint["state_dict"])
+
+
+def test_paper_config_defaults_are_the_official_recipe_and_the_toy_keeps_its_own(tmp_path):
+    paper = compose_config("train", tmp_path / "paper", ["task=vos"])
+    net = paper.model.net
+    assert (net.head_norm, net.frozen_bn, net.inference_output_stride) == ("none", True, 8)
+    assert net.backbone.output_stride == 16
+    assert paper.model.loss.reduction == "sum" and paper.model.weight_decay_on == "conv_weights"
+    assert paper.model.grad_clip_per_tensor == 5.0 and paper.trainer.gradient_clip_val is None
+    assert paper.model.damage_initial_previous_frame_mask is None
+    assert paper.model.optimizer._target_ == "torch.optim.SGD" and paper.model.optimizer.weight_decay == 4e-5
+    assert (paper.data.min_object_pixels, paper.data.min_object_stride) == (10, 4)
+    toy = compose_config("train", tmp_path / "toy", ["experiment=toy_vos"])
+    assert toy.model.net.frozen_bn is False and toy.model.net.inference_output_stride is None
+    assert toy.model.net.head_norm == "none" and toy.model.damage_initial_previous_frame_mask.probability == 0.5

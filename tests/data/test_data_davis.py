@@ -172,7 +172,7 @@ def test_davis_2016_binary_masks(tmp_path: Path) -> None:
 
 def test_train_sample_shapes_and_dtypes(toy_davis_root: Path) -> None:
     ds = DavisTrainDataset(toy_davis_root, split="train", crop_size=(48, 80), samples_per_epoch=5,
-                           min_object_pixels=16, seed=1)
+                           min_object_pixels=2, seed=1)
     assert len(ds) == 5
     item = ds[0]
     assert item["images"].shape == (3, 3, 48, 80) and item["images"].dtype == torch.uint8
@@ -186,11 +186,10 @@ def test_train_sample_shapes_and_dtypes(toy_davis_root: Path) -> None:
 
 
 def _remap_root(tmp_path: Path, frames: int = 4) -> Path:
-    """Static frames; ids 3 and 6 everywhere, id 4 only in odd frames, a 4-pixel id 8 everywhere."""
+    """Static frames; ids 3 and 6 everywhere, id 4 only in odd frames."""
     images, masks = static_sequence(frames=frames)
     masks = masks.copy()
     masks[1::2, 20:28, 6:14] = 4
-    masks[:, 30:32, 0:2] = 8
     return make_davis_root(tmp_path / "remap", {"seq": (images, masks)})
 
 
@@ -199,22 +198,49 @@ def test_train_remapping_absent_ids_compaction_void(tmp_path: Path) -> None:
     raw = read_mask(root / "Annotations" / "480p" / "seq" / "00001.png")
     # scale 1 + full-size crop: geometry is the identity or a horizontal flip.
     ds = DavisTrainDataset(root, crop_size=raw.shape, scale=(1.0, 1.0), samples_per_epoch=12,
-                           min_object_pixels=10, max_retries=2, seed=0)
+                           min_object_pixels=2, max_retries=2, seed=0)
     seen_ref_parity = set()
     for i in range(len(ds)):
         item = ds[i]
         ref = int(item["frame_indices"][0])
         seen_ref_parity.add(ref % 2)
         masks = item["masks"].numpy()
-        flipped = not np.array_equal(masks[0] == 255, raw == 255)
-        # id 8 (4 px < min_object_pixels) is always in the reference: every redraw fails, it is dropped.
-        lut = {0: 0, 3: 1, 6: 2 + (ref % 2), 255: 255, 8: 0, 4: 2 if ref % 2 else 0}
+        # the reference and the (previous, current) pair have their own flip draws
+        flipped = [not np.array_equal(masks[k] == 255, raw == 255) for k in range(3)]
+        assert flipped[1] == flipped[2]
+        lut = {0: 0, 3: 1, 6: 2 + (ref % 2), 255: 255, 4: 2 if ref % 2 else 0}
         assert item["num_objects"] == 2 + ref % 2
         for k, fi in enumerate(item["frame_indices"].tolist()):
             source = read_mask(root / "Annotations" / "480p" / "seq" / f"{fi:05d}.png")
             expected = np.vectorize(lut.get)(source)
-            np.testing.assert_array_equal(masks[k], np.fliplr(expected) if flipped else expected)
+            np.testing.assert_array_equal(masks[k], np.fliplr(expected) if flipped[k] else expected)
     assert seen_ref_parity == {0, 1}
+
+
+def test_small_reference_objects_are_redrawn_never_turned_into_background(tmp_path: Path) -> None:
+    """A sequence whose every frame has a 4-pixel object can never give a valid reference: samples come from
+    the other sequence, and no object is ever zeroed to pass the check (issue 8, point 4)."""
+    images, masks = static_sequence(frames=4)
+    tiny = masks.copy()
+    tiny[:, 30:32, 0:2] = 9
+    root = make_davis_root(tmp_path / "two", {"tiny": (images, tiny), "fine": (images, masks)})
+    ds = DavisTrainDataset(root, crop_size=(32, 48), scale=(1.0, 1.0), samples_per_epoch=40,
+                           min_object_pixels=10, max_retries=2, seed=0)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["sequence"] == "fine"
+        assert item["num_objects"] == 2 and set(item["masks"][0].unique().tolist()) == {0, 1, 2, 255}
+
+
+def test_no_valid_sample_anywhere_is_an_error_naming_the_fix(tmp_path: Path) -> None:
+    images, masks = static_sequence(frames=3)
+    tiny = masks.copy()
+    tiny[:, 30:32, 0:2] = 9
+    root = make_davis_root(tmp_path / "tiny", {"tiny": (images, tiny)})
+    ds = DavisTrainDataset(root, crop_size=(32, 48), scale=(1.0, 1.0), samples_per_epoch=1, min_object_pixels=10,
+                           max_retries=1, seed=0)
+    with pytest.raises(DatasetLayoutError, match=r"10 pixels at stride 4.*min_object_pixels"):
+        ds[0]
 
 
 def test_small_reference_objects_cause_redraws(tmp_path: Path) -> None:
@@ -228,19 +254,21 @@ def test_small_reference_objects_cause_redraws(tmp_path: Path) -> None:
     assert 0 not in refs  # a reference containing the tiny object is always redrawn
 
 
-def test_augmentation_is_the_same_on_all_three_frames(tmp_path: Path) -> None:
+def test_reference_has_its_own_draw_previous_and_current_share_one(tmp_path: Path) -> None:
+    """Official num_frames_individual_preproc=1: the reference frame is augmented on its own."""
     root = make_davis_root(tmp_path / "static", {"seq": static_sequence(frames=3, h=40, w=56)})
-    ds = DavisTrainDataset(root, crop_size=(36, 44), scale=(1.0, 1.3), samples_per_epoch=8,
+    ds = DavisTrainDataset(root, crop_size=(36, 44), scale=(1.0, 1.3), samples_per_epoch=12,
                            min_object_pixels=1, seed=0)
-    crops = set()
+    crops, reference_differs = set(), 0
     for i in range(len(ds)):
         item = ds[i]
         images, masks = item["images"], item["masks"]
-        # Identical input frames + one shared draw -> identical outputs; image/mask stay aligned.
-        assert torch.equal(images[0], images[1]) and torch.equal(images[1], images[2])
-        assert torch.equal(masks[0], masks[1]) and torch.equal(masks[1], masks[2])
-        crops.add(images[0].numpy().tobytes())
-    assert len(crops) > 1  # but the draw differs between samples
+        # Identical input frames + one shared draw -> identical previous and current; image/mask aligned.
+        assert torch.equal(images[1], images[2]) and torch.equal(masks[1], masks[2])
+        reference_differs += int(not torch.equal(images[0], images[1]))
+        crops.add(images[1].numpy().tobytes())
+    assert len(crops) > 1  # the draw differs between samples
+    assert reference_differs >= len(ds) // 2  # and the reference's draw is not the pair's
 
 
 def test_padding_uses_void_in_masks(tmp_path: Path) -> None:
@@ -357,7 +385,7 @@ def test_collate_train_variable_object_counts() -> None:
 def test_datamodule_loaders(toy_davis_root: Path) -> None:
     dm = DavisDataModule(toy_davis_root, crop_size=[48, 80], scale=[1.0, 1.2], samples_per_epoch=4,
                          batch_size=2, num_workers=0, val_max_sequences=1, val_max_frames=4,
-                         min_object_pixels=16)
+                         min_object_pixels=2)
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.drop_last and loader.worker_init_fn is worker_init_fn

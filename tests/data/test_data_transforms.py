@@ -61,3 +61,18 @@ def test_clip_to_tensors() -> None:
     assert t_images.shape == (2, 3, 5, 6) and t_images.dtype == torch.uint8
     assert t_images[1, :, 2, 3].tolist() == [1, 2, 3]
     assert t_masks.dtype == torch.int64
+
+
+def test_object_pixel_counts_at_stride_match_the_model_downsampling() -> None:
+    """Counting at stride 4 must see what FEELVOS sees: its nearest downsampling to (ceil(H/4), ceil(W/4))."""
+    from vidseg.models.feelvos.model import downsample_labels
+
+    rng = np.random.default_rng(0)
+    for height, width in ((465, 465), (64, 112), (37, 50)):
+        mask = rng.integers(0, 4, (height, width)).astype(np.uint8)
+        mask[: height // 3] = 2
+        size = (-(-height // 4), -(-width // 4))
+        small = downsample_labels(torch.from_numpy(mask.astype(np.int64))[None], size)[0].numpy()
+        expected = np.bincount(small.ravel(), minlength=4)[1:4]
+        assert object_pixel_counts(mask, 3, stride=4).tolist() == expected.tolist()
+    assert object_pixel_counts(mask, 3).tolist() == np.bincount(mask.ravel(), minlength=4)[1:4].tolist()

@@ -45,6 +45,20 @@ def get_backbone_builder(name: str) -> Callable[..., nn.Module]:
         ) from None
 
 
-def get_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """Build the backbone registered under `name`; `kwargs` go to its builder (weights, output_stride...)."""
-    return get_backbone_builder(name)(**kwargs)
+# Other libraries' model zoos, selected with library=<key>: their builders take the library's model name.
+LIBRARIES = ("timm",)
+
+
+def get_backbone(name: str, *, library: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build the backbone registered under `name`; `kwargs` go to its builder (weights, output_stride...).
+
+    ``library="timm"``: `name` is a timm model name instead (see vidseg.backbones.timm_encoder).
+    """
+    if library is None:
+        return get_backbone_builder(name)(**kwargs)
+    if library == "timm":
+        from vidseg.backbones.timm_encoder import timm_backbone
+
+        return timm_backbone(name, **kwargs)
+    raise ValueError(f"unknown backbone library {library!r}; use one of {', '.join(LIBRARIES)} or none (vidseg's "
+                     f"registry: {', '.join(list_backbones())})")

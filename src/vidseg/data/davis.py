@@ -8,8 +8,9 @@ Layout (see data/README.md)::
 
 Samples (all tensors on CPU):
 
-- DavisTrainDataset item (a FEELVOS training sample: [reference, previous, current] frames of one video):
-  ``images (3, 3, H, W) uint8`` RGB, not normalised; ``masks (3, H, W) int64`` ids remapped to the
+- DavisTrainDataset item (a FEELVOS training sample: [reference, previous, current] frames of one video; the
+  reference has its own augmentation draw, previous and current share one): ``images (3, 3, H, W) uint8`` RGB,
+  not normalised; ``masks (3, H, W) int64`` ids remapped to the
   reference's objects 1..n (0 background, 255 void); ``num_objects`` int n; ``sequence`` str;
   ``frame_indices (3,) int64``.
 - DavisEvalDataset item (one whole sequence): ``name`` str; ``images (T, 3, H, W) uint8``;
@@ -20,7 +21,6 @@ Samples (all tensors on CPU):
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from vidseg.constants import IGNORE_LABEL
 from vidseg.data.io import read_image, read_mask
-from vidseg.errors import DatasetLayoutError, MaskFormatError
-from vidseg.utils.seeding import global_rank, mix_seed, worker_init_fn
 from vidseg.data.transforms import (
     apply_clip_transform,
     build_clip_transform,
@@ -42,11 +40,14 @@ from vidseg.data.transforms import (
     object_pixel_counts,
     remap_to_reference,
 )
+from vidseg.errors import DatasetLayoutError, MaskFormatError
+from vidseg.utils.seeding import global_rank, mix_seed, worker_init_fn
 
 DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
-# FEELVOS skips samples where a reference object has < 10 pixels at stride 4, i.e. < 10 * 4 * 4 at input size.
-MIN_OBJECT_PIXELS = 10 * 16
+# FEELVOS skips samples where a reference object has < 10 pixels at stride 4 (the matching resolution).
+MIN_OBJECT_PIXELS = 10
+MIN_OBJECT_STRIDE = 4
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,11 +236,14 @@ def _check_pair(frame: Path, mask_path: Path, image: np.ndarray, mask: np.ndarra
 class DavisTrainDataset(Dataset):
     """FEELVOS training samples: [reference, previous q, current q+1] frames of a random sequence.
 
-    The reference is a random frame of the video (it may coincide with q or q+1). One augmentation draw
-    (scale, crop/pad, flip) is applied to the three frames. Ids are remapped to the reference's objects
-    (see ``remap_to_reference``). Samples in which a reference object covers fewer than
-    ``min_object_pixels`` pixels after augmentation are re-drawn up to ``max_retries`` times; after that
-    such objects are dropped (set to background), so ``num_objects`` can rarely be 0.
+    The reference is a random frame of the video (it may coincide with q or q+1). As in the official input
+    pipeline (num_frames_individual_preproc=1) the reference gets its own augmentation draw (scale, crop/pad,
+    flip) and q, q+1 share another one. Ids are remapped to the reference's objects (see
+    ``remap_to_reference``). A sample is kept only if the reference has an object and each of its objects
+    covers at least ``min_object_pixels`` pixels at ``min_object_stride`` (official: 10 at stride 4) after
+    augmentation; otherwise it is redrawn (other frames and crops), ``max_retries`` times per sequence, then
+    in the other sequences. Objects are never turned into background to pass the check (that would teach
+    the model to call a visible object background); a dataset where no sample passes is an error.
 
     The item index is ignored: each item draws a sequence uniformly from the dataset's own RNG, so
     ``len(dataset) == samples_per_epoch``. The RNG is seeded from ``seed``, the torch seed and the rank
@@ -262,6 +266,7 @@ class DavisTrainDataset(Dataset):
         hflip: bool = True,
         samples_per_epoch: int = 1000,
         min_object_pixels: int = MIN_OBJECT_PIXELS,
+        min_object_stride: int = MIN_OBJECT_STRIDE,
         max_retries: int = 10,
         max_frame_gap: int = 1,
         seed: int = 0,
@@ -274,6 +279,7 @@ class DavisTrainDataset(Dataset):
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.samples_per_epoch = int(samples_per_epoch)
         self.min_object_pixels = int(min_object_pixels)
+        self.min_object_stride = int(min_object_stride)
         self.max_retries = int(max_retries)
         self.seed = int(seed)
         if sequences is None:
@@ -307,8 +313,10 @@ class DavisTrainDataset(Dataset):
             self.reseed(mix_seed(torch.initial_seed(), global_rank()))
         return self._rng
 
-    def _draw(self, rng: np.random.Generator) -> tuple[str, list[int], np.ndarray, np.ndarray]:
-        name, frames, masks = self.sequences[int(rng.integers(len(self.sequences)))]
+    def _draw(self, rng: np.random.Generator, seq_index: int) -> tuple[list[int], np.ndarray, np.ndarray, int] | None:
+        """One sample of sequence ``seq_index``: (frame indices, images (3, H, W, 3) uint8, remapped masks
+        (3, H, W) int64, n), or None when the reference fails the object-size check."""
+        _, frames, masks = self.sequences[seq_index]
         t = len(frames)
         # FEELVOS uses consecutive frames (gap 1); larger gaps make "previous" a worse guess of "current",
         # which teaches the head to rely on matching more than on copying the previous mask.
@@ -319,27 +327,39 @@ class DavisTrainDataset(Dataset):
         labels = _read_masks([masks[i] for i in idx], self.year)
         for i, k in enumerate(idx):
             _check_pair(frames[k], masks[k], images[i], labels[i])
-        images, labels = apply_clip_transform(self.transform, images, labels)
-        return name, idx, images, labels
+        # The reference first, on its own draw: a failing reference costs no work on the other two frames.
+        ref_image, ref_label = apply_clip_transform(self.transform, images[:1], labels[:1])
+        ref_remapped, n = remap_to_reference(ref_label, 0)
+        counts = object_pixel_counts(ref_remapped[0], n, stride=self.min_object_stride)
+        if n == 0 or (counts < self.min_object_pixels).any():
+            return None
+        pair_images, pair_labels = apply_clip_transform(self.transform, images[1:], labels[1:])
+        remapped, n = remap_to_reference(np.concatenate([ref_label, pair_labels]), 0)
+        return idx, np.concatenate([ref_image, pair_images]), remapped, n
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self._generator()
-        for _ in range(self.max_retries + 1):
-            name, idx, images, labels = self._draw(rng)
-            remapped, n = remap_to_reference(labels, 0)
-            if n > 0 and (object_pixel_counts(remapped[0], n) >= self.min_object_pixels).all():
-                break
-        else:
-            # Keep the last draw, without the objects too small to learn from.
-            remapped, n = remap_to_reference(labels, 0, min_pixels=self.min_object_pixels)
-        image_t, mask_t = clip_to_tensors(images, remapped)
-        return {
-            "images": image_t,
-            "masks": mask_t,
-            "num_objects": n,
-            "sequence": name,
-            "frame_indices": torch.tensor(idx, dtype=torch.int64),
-        }
+        # A uniformly drawn sequence first; the others only if it has no sample that passes the check.
+        order = rng.permutation(len(self.sequences))
+        for seq_index in order:
+            for _ in range(self.max_retries + 1):
+                sample = self._draw(rng, int(seq_index))
+                if sample is not None:
+                    idx, images, remapped, n = sample
+                    image_t, mask_t = clip_to_tensors(images, remapped)
+                    return {
+                        "images": image_t,
+                        "masks": mask_t,
+                        "num_objects": n,
+                        "sequence": self.sequences[int(seq_index)][0],
+                        "frame_indices": torch.tensor(idx, dtype=torch.int64),
+                    }
+        raise DatasetLayoutError(
+            f"no training sample of {self.root} has a reference frame whose objects all cover >= "
+            f"{self.min_object_pixels} pixels at stride {self.min_object_stride} ({self.max_retries + 1} draws in "
+            f"each of {len(self.sequences)} sequences, crop {self.crop_size}); lower data.min_object_pixels or "
+            "use larger crops"
+        )
 
 
 class DavisEvalDataset(Dataset):
@@ -432,6 +452,7 @@ def collate_single(batch: list[dict[str, Any]]) -> dict[str, Any]:
 class DavisDataModule(pl.LightningDataModule):
     """DAVIS for FEELVOS: random 3-frame training samples and whole-sequence validation.
 
+    ``split`` (set by evaluate's config, ``data.split=<name>``) replaces ``val_split`` when given.
     Missing or inconsistent data is reported by ``setup()`` with the messages of ``list_sequences`` /
     ``check_sequence`` (including how to get DAVIS or generate the toy set).
     """
@@ -452,16 +473,19 @@ class DavisDataModule(pl.LightningDataModule):
         val_max_sequences: int | None = None,
         val_max_frames: int | None = None,
         min_object_pixels: int = MIN_OBJECT_PIXELS,
+        min_object_stride: int = MIN_OBJECT_STRIDE,
         max_frame_gap: int = 1,
         pin_memory: bool = False,
         seed: int = 0,
+        split: str | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
         self.year = str(year)
         self.resolution = resolution
         self.train_split = train_split
-        self.val_split = val_split
+        # ``split`` is the evaluate/predict config's name for the split to read (data.split=val); it wins.
+        self.val_split = split or val_split
         # Plain tuples: Hydra passes ListConfig, which must not leak into datasets or checkpoints.
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.scale = (float(scale[0]), float(scale[1]))
@@ -471,6 +495,7 @@ class DavisDataModule(pl.LightningDataModule):
         self.val_max_sequences = val_max_sequences
         self.val_max_frames = val_max_frames
         self.min_object_pixels = int(min_object_pixels)
+        self.min_object_stride = int(min_object_stride)
         self.max_frame_gap = int(max_frame_gap)
         self.pin_memory = bool(pin_memory)
         self.seed = int(seed)
@@ -487,7 +512,8 @@ class DavisDataModule(pl.LightningDataModule):
             self.train_dataset = DavisTrainDataset(
                 self.root, year=self.year, split=self.train_split, resolution=self.resolution,
                 crop_size=self.crop_size, scale=self.scale, samples_per_epoch=self.samples_per_epoch,
-                min_object_pixels=self.min_object_pixels, max_frame_gap=self.max_frame_gap, seed=self.seed,
+                min_object_pixels=self.min_object_pixels, min_object_stride=self.min_object_stride,
+                max_frame_gap=self.max_frame_gap, seed=self.seed,
             )
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = DavisEvalDataset(

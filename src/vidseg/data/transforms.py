@@ -1,4 +1,7 @@
-"""Clip transforms: one random augmentation per clip, applied identically to every frame and mask.
+"""Clip transforms: one random augmentation draw applied identically to every frame and mask of a clip.
+
+FEELVOS training draws twice per sample: once for the reference frame and once for the (previous, current)
+pair (official num_frames_individual_preproc=1); see vidseg.data.davis.DavisTrainDataset.
 
 Shapes: a clip is ``images (T, H, W, 3) uint8`` RGB and ``masks (T, H, W) uint8`` ids (255 = void).
 The model normalises images itself, so transforms return uint8.
@@ -92,9 +95,21 @@ def remap_to_reference(
     return lut[masks.astype(np.int64)], len(keep)
 
 
-def object_pixel_counts(mask: np.ndarray, num_objects: int) -> np.ndarray:
-    """Pixels per object id 1..num_objects of an ``(H, W)`` mask, ``(num_objects,) int64``."""
-    counts = np.bincount(np.asarray(mask).ravel().astype(np.int64), minlength=256)
+def object_pixel_counts(mask: np.ndarray, num_objects: int, stride: int = 1) -> np.ndarray:
+    """Pixels per object id 1..num_objects of an ``(H, W)`` mask, ``(num_objects,) int64``.
+
+    With ``stride`` > 1 the mask is first subsampled to ``(ceil(H / stride), ceil(W / stride))`` the way the
+    model downsamples labels to its feature map (``F.interpolate(mode="nearest")``: source index
+    ``floor(i * H / h)``), so the counts are what the model sees at that stride.
+    """
+    mask = np.asarray(mask)
+    if stride > 1:
+        height, width = mask.shape
+        out_h, out_w = -(-height // stride), -(-width // stride)
+        rows = np.minimum((np.arange(out_h) * (height / out_h)).astype(np.int64), height - 1)
+        cols = np.minimum((np.arange(out_w) * (width / out_w)).astype(np.int64), width - 1)
+        mask = mask[rows[:, None], cols[None, :]]
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=256)
     return counts[1:num_objects + 1]
 
 

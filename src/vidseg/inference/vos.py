@@ -4,8 +4,11 @@
     for frame_idx, object_ids, mask in predictor.track(frames, first_mask):
         ...  # mask: (H, W) uint8 with the ids of first_mask
 
-Only the first frame (embedding + labels) and the previous frame (embedding, labels, probabilities) are
-kept, so memory is constant in the length of the video.
+Only the first frame (embedding + labels) and the previous frame (embedding + predicted labels) are kept, so
+memory is constant in the length of the video. As in training, the previous frame reaches the head twice:
+local matching against its labels and the one-hot of those same labels (official FEELVOS). The network runs
+at the model's ``inference_output_stride`` (paper: 8, trained at 16), see :meth:`FEELVOS.for_inference`.
+Frames are padded to the network's stride with the ImageNet mean colour, as training crops are.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidseg.constants import IGNORE_LABEL
-from vidseg.inference.checkpoint import read_checkpoint
-from vidseg.models.feelvos.model import FEELVOS, downsample_labels, one_hot_probabilities
+from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN_UINT8
+from vidseg.inference.checkpoint import CheckpointError, read_checkpoint
+from vidseg.models.feelvos.model import FEELVOS, downsample_labels
 from vidseg.utils.device import autocast_dtype
 from vidseg.utils.padding import pad_to_multiple
 
@@ -54,10 +57,24 @@ def feelvos_config(net_config: dict) -> dict:
     return {**net, "backbone": backbone, "decoder": decoder}
 
 
-def load_vos_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> FEELVOS:
-    """Build FEELVOS from a vidseg VOS checkpoint (loaded with ``weights_only=True``)."""
+def load_vos_model(path: str | Path, *, map_location: str | torch.device = "cpu",
+                   inference_output_stride: int | None = None) -> FEELVOS:
+    """Build FEELVOS from a vidseg VOS checkpoint (loaded with ``weights_only=True``), at its training stride.
+
+    ``inference_output_stride`` overrides the checkpoint's ``net.inference_output_stride`` (what
+    :class:`VOSPredictor` runs at); None keeps it.
+    """
     checkpoint = read_checkpoint(path, task="vos", map_location=map_location)
-    model = FEELVOS(**feelvos_config(checkpoint.hyper_parameters["net"]))
+    if "embedding_head.depthwise.bias" not in checkpoint.model_state:
+        raise CheckpointError(
+            f"{checkpoint.path}: trained by a vidseg version whose FEELVOS heads differ from the official ones "
+            "(linear embedding head, BatchNorm segmentation head); its weights cannot be used by this version: "
+            "retrain it with python -m vidseg.train"
+        )
+    config = feelvos_config(checkpoint.hyper_parameters["net"])
+    if inference_output_stride is not None:
+        config["inference_output_stride"] = int(inference_output_stride)
+    model = FEELVOS(**config)
     model.load_state_dict(checkpoint.model_state)
     return model.eval()
 
@@ -101,7 +118,6 @@ class VOSSession:
         labels = self._feature_labels(internal[None].to(self.device), embedding.shape[-2:])
         self.ref_embedding, self.ref_labels = embedding, labels
         self.prev_embedding, self.prev_labels = embedding, labels
-        self.prev_probs = one_hot_probabilities(labels, self.num_objects)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -109,7 +125,8 @@ class VOSSession:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _embed(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        padded = pad_to_multiple(frame, self.model.size_divisor)
+        # The ImageNet mean, like the pad of training crops: it normalises to ~0 instead of looking like black.
+        padded = pad_to_multiple(frame, self.model.size_divisor, value=IMAGENET_MEAN_UINT8)
         with self._autocast():
             features, embedding = self.model.embed(padded)
         return features, embedding.float()
@@ -129,17 +146,16 @@ class VOSSession:
         with self._autocast():
             logits = self.model.segment(
                 features, embedding, self.ref_embedding, self.ref_labels,
-                self.prev_embedding, self.prev_labels, self.prev_probs, num_fg,
+                self.prev_embedding, self.prev_labels, num_fg,
             ).float()
         padded_size = (frame.shape[-2] + (-frame.shape[-2]) % self.model.size_divisor,
                        frame.shape[-1] + (-frame.shape[-1]) % self.model.size_divisor)
         full = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
         labels_full = full[..., : self.size[0], : self.size[1]].argmax(1)  # (1, H, W) internal labels
         # The next frame matches against labels made the way training makes them (nearest downsampling of
-        # a full-resolution label map) and against this frame's probabilities.
+        # a full-resolution label map); the head also gets their one-hot, as in training.
         self.prev_embedding = embedding
         self.prev_labels = self._feature_labels(labels_full, embedding.shape[-2:])
-        self.prev_probs = logits.softmax(1)
         self.frame_index += 1
         return self._to_user[labels_full[0].cpu()].numpy()
 
@@ -148,7 +164,8 @@ class VOSPredictor:
     """Semi-supervised VOS with a trained FEELVOS: give frames and a first-frame mask, get masks.
 
     Args:
-        model: FEELVOS (put in eval mode and moved to ``device``).
+        model: FEELVOS at its training stride (moved to ``device``). The predictor runs
+            ``model.for_inference()``: the same weights at ``model.inference_output_stride``, in eval mode.
         device: "cpu", "cuda", ...
         precision: "32" or "bf16-mixed"/"16-mixed" (network in autocast; matching always fp32).
     """
@@ -156,12 +173,18 @@ class VOSPredictor:
     def __init__(self, model: FEELVOS, *, device: str | torch.device | None = None, precision: str = "32"):
         if device is not None:
             model = model.to(device)
-        self.model = model.eval()
+        # for_inference shares parameters with model; .to() moves its non-persistent buffers along.
+        self.model = model.for_inference().eval()
+        if device is not None:
+            self.model = self.model.to(device)
         self.autocast_dtype = autocast_dtype(precision)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32"):
-        return cls(load_vos_model(path), device=device, precision=precision)
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32",
+                        inference_output_stride: int | None = None):
+        """Load a checkpoint (see :func:`load_vos_model`) and run it at its inference output stride."""
+        return cls(load_vos_model(path, inference_output_stride=inference_output_stride), device=device,
+                   precision=precision)
 
     def start(self, first_frame: Frame, first_mask) -> VOSSession:
         """Open a session for one video (see :class:`VOSSession`)."""

@@ -14,6 +14,7 @@ import os
 import torch
 
 from vidseg.constants import IGNORE_LABEL  # noqa: F401  (re-exported to the ops)
+
 IMPLS = ("auto", "reference", "cpu", "triton")
 # Pair tiles (query chunk x reference chunk) of the tiled paths stay below this many bytes; it sets
 # every path's working memory, independently of (H*W)^2 and of the (2k+1)^2*C window stack. Large

@@ -2,14 +2,12 @@
 
 Voigtlaender et al., "FEELVOS: Fast End-to-End Embedding Learning for Video Object Segmentation", CVPR 2019.
 One backbone pass per frame gives stride-4 decoder features and a pixel embedding. For every object
-(background included) the head sees [features, global matching to the reference frame, previous-frame
-probability, local matching to the previous frame] and outputs one logit; logits are soft-maxed across
+(background included) the head sees [features, global matching to the reference frame, the previous frame's
+one-hot label, local matching to the previous frame] and outputs one logit; logits are soft-maxed across
 objects. The model works on feature-resolution tensors; frames and files are the data/inference layers' job.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -17,54 +15,74 @@ from torch import nn
 
 from vidseg.backbones import build_deeplabv3plus
 from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
-from vidseg.utils.padding import pad_to_multiple  # noqa: F401  (re-exported)
 from vidseg.ops import global_matching, local_matching
+from vidseg.utils.padding import pad_to_multiple  # noqa: F401  (re-exported)
 
 # Logit given to object slots a sample does not have (variable object counts in one batch). Finite, so
 # bf16/fp16 softmax and cross-entropy stay NaN-free.
 ABSENT_LOGIT = -1e4
 
 
-class SeparableConv(nn.Sequential):
-    """Depthwise k x k conv + BN + ReLU, then pointwise 1x1 conv + BN + ReLU."""
+HEAD_NORMS = ("none", "batch")
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        super().__init__(
-            nn.Conv2d(in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels, bias=False),
-            nn.BatchNorm2d(in_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k conv + ReLU, then pointwise 1x1 conv + ReLU: (M, Cin, h, w) -> (M, Cout, h, w).
+
+    ``norm="none"`` (official FEELVOS): both convs carry a bias and nothing is normalised.
+    ``norm="batch"``: each conv is followed by a BatchNorm (a common PyTorch-port choice; biases dropped).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str = "none"):
+        if norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {norm!r}")
+        batch = norm == "batch"
+        depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels,
+                              bias=not batch)
+        pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=not batch)
+        if batch:
+            layers = [depthwise, nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
+                      pointwise, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+        else:
+            layers = [depthwise, nn.ReLU(inplace=True), pointwise, nn.ReLU(inplace=True)]
+        super().__init__(*layers)
 
 
 class EmbeddingHead(nn.Module):
-    """Decoder features (B, Cin, h, w) -> pixel embedding (B, dim, h, w): depthwise 3x3 + pointwise 1x1."""
+    """Decoder features (B, Cin, h, w) -> pixel embedding (B, dim, h, w) float, every value >= 0.
+
+    As the official head (slim split_separable_conv2d in FEELVOS's embedding_utils): depthwise 3x3 + bias +
+    ReLU, then pointwise 1x1 to ``dim`` + bias + ReLU, no normalisation.
+    """
 
     def __init__(self, in_channels: int, dim: int = 100):
         super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
-        self.pointwise = nn.Conv2d(in_channels, dim, 1)
-        # Near-identity depthwise init: the embedding starts as a linear projection of the features and
-        # spatial mixing is learned on top (the official head's intent).
+        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=True)
+        self.pointwise = nn.Conv2d(in_channels, dim, 1, bias=True)
+        # Near-identity depthwise init (the official "identity-like initializer"): the embedding starts as a
+        # projection of the features and spatial mixing is learned on top.
         with torch.no_grad():
             self.depthwise.weight.normal_(0.0, 0.01)
             self.depthwise.weight[:, :, 1, 1] += 1.0
+            self.depthwise.bias.zero_()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(features))
+        return F.relu(self.pointwise(F.relu(self.depthwise(features))))
 
 
 class DynamicSegmentationHead(nn.Module):
-    """Shared per-object head: (B*N, in_channels, h, w) -> one logit map (B*N, 1, h, w).
+    """Shared per-object head: (M, in_channels, h, w) -> one logit map (M, 1, h, w); M = objects of a batch.
 
     ``num_layers`` depthwise-separable ``kernel_size`` convs of ``channels`` channels, then a 1x1 conv.
+    ``norm``: "none" (official) or "batch" (see :class:`SeparableConv`). FEELVOS only ever feeds it the
+    object slots that exist, so with BatchNorm padded slots never enter its statistics.
     """
 
-    def __init__(self, in_channels: int, channels: int = 256, kernel_size: int = 7, num_layers: int = 4):
+    def __init__(self, in_channels: int, channels: int = 256, kernel_size: int = 7, num_layers: int = 4,
+                 norm: str = "none"):
         super().__init__()
-        layers = [SeparableConv(in_channels if i == 0 else channels, channels, kernel_size) for i in range(num_layers)]
+        layers = [SeparableConv(in_channels if i == 0 else channels, channels, kernel_size, norm)
+                  for i in range(num_layers)]
         self.layers = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(channels, 1, 1)
 
@@ -129,17 +147,27 @@ class FEELVOS(nn.Module):
 
     Args:
         backbone: the encoder, a dict for :func:`vidseg.backbones.get_backbone` (``name``, ``output_stride``,
-            ``weights``, ``frozen_bn``).
+            ``weights``, ``frozen_bn``; ``library: timm`` for a timm encoder).
         decoder: the DeepLabv3+ decoder's keywords for :func:`vidseg.backbones.build_deeplabv3plus`
             (``decoder_channels``, ``aspp_channels``, ``atrous_rates``, ``low_proj_channels``).
             Kept apart from ``backbone`` so an encoder config never carries decoder keys.
         embedding_dim: pixel embedding size (paper: 100).
         head_channels / head_kernel / head_layers: dynamic segmentation head (paper: 256 / 7 / 4).
+        head_norm: "none" (official: separable convs with bias + ReLU) or "batch" (BatchNorm after each conv).
         local_max_distance: local matching window radius k at stride 4 (paper: 15).
         local_dilation: dilation of the local window.
         max_reference_per_object: reference pixels kept per object in training (paper: 1024); inference
             uses all reference pixels.
         matching_impl: ``impl`` passed to :mod:`vidseg.ops` ("auto" picks the fastest exact path).
+        frozen_bn: freeze every BatchNorm of the DeepLab feature extractor (backbone and decoder), as the
+            official training (fine_tune_batch_norm=False): eval-mode statistics and no gradient on the affine
+            parameters, even in train mode. The state dict is the same as with trainable BN.
+        inference_output_stride: output stride at inference (paper: 8, ASPP rates 12/24/36, while training at
+            16); None = the training stride. Applied by :meth:`for_inference`, which the one inference path
+            (:class:`vidseg.inference.vos.VOSPredictor`) calls for validation, evaluate, predict and the API.
+
+    Training contract: :meth:`forward_train` on [reference, previous, current] triplets returns the
+    current frame's logits. Inference contract: :meth:`embed` each frame once, then :meth:`segment`.
     """
 
     def __init__(
@@ -151,26 +179,89 @@ class FEELVOS(nn.Module):
         head_channels: int = 256,
         head_kernel: int = 7,
         head_layers: int = 4,
+        head_norm: str = "none",
         local_max_distance: int = 15,
         local_dilation: int = 1,
         max_reference_per_object: int = 1024,
         matching_impl: str = "auto",
+        frozen_bn: bool = False,
+        inference_output_stride: int | None = None,
     ):
         super().__init__()
+        # Kept to rebuild this network at another output stride (for_inference).
+        self.config = {
+            "backbone": dict(backbone), "decoder": dict(decoder or {}), "embedding_dim": embedding_dim,
+            "head_channels": head_channels, "head_kernel": head_kernel, "head_layers": head_layers,
+            "head_norm": head_norm, "local_max_distance": local_max_distance, "local_dilation": local_dilation,
+            "max_reference_per_object": max_reference_per_object, "matching_impl": matching_impl,
+            "frozen_bn": frozen_bn, "inference_output_stride": inference_output_stride,
+        }
         backbone = dict(backbone)
         name = backbone.pop("name")
         self.feature_extractor = build_deeplabv3plus(name, **backbone, **(decoder or {}))
         decoder_channels = self.feature_extractor.out_channels
         self.embedding_head = EmbeddingHead(decoder_channels, embedding_dim)
-        self.head = DynamicSegmentationHead(decoder_channels + 3, head_channels, head_kernel, head_layers)
+        self.head = DynamicSegmentationHead(decoder_channels + 3, head_channels, head_kernel, head_layers, head_norm)
         self.local_max_distance = local_max_distance
         self.local_dilation = local_dilation
         self.max_reference_per_object = max_reference_per_object
         self.matching_impl = matching_impl
+        self.frozen_bn = bool(frozen_bn)
+        self.output_stride = self.feature_extractor.backbone.output_stride
+        self.inference_output_stride = inference_output_stride or self.output_stride
         # Inputs are padded to a multiple of the deepest feature stride so every level aligns exactly.
-        self.size_divisor = self.feature_extractor.backbone.output_stride
+        self.size_divisor = self.output_stride
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        if self.frozen_bn:
+            for module in self._feature_batch_norms():
+                module.requires_grad_(False)
+
+    def _feature_batch_norms(self) -> list[nn.Module]:
+        # isinstance on _BatchNorm also finds SyncBatchNorm (DDP's sync_batchnorm converts after __init__).
+        return [m for m in self.feature_extractor.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> FEELVOS:
+        super().train(mode)
+        if self.frozen_bn:  # frozen BN keeps its running statistics in train mode too
+            for module in self._feature_batch_norms():
+                module.eval()
+        return self
+
+    def for_inference(self) -> FEELVOS:
+        """This network at ``inference_output_stride``: ``self`` if it is the training stride, otherwise a
+        re-dilated copy (ASPP rates scaled with it) that shares every parameter and buffer with ``self``.
+
+        Dilation and atrous rates change no weight shape, so the trained weights serve both strides and
+        later updates of ``self`` (training) are seen by the copy. The copy is in eval mode.
+        """
+        if self.inference_output_stride == self.output_stride:
+            return self
+        config = {**self.config, "backbone": dict(self.config["backbone"]), "decoder": dict(self.config["decoder"])}
+        config["backbone"]["output_stride"] = self.inference_output_stride
+        config["backbone"]["weights"] = None  # weights come from self, never from a file or a download
+        rates = config["decoder"].get("atrous_rates")
+        if rates is not None:  # explicit rates keep their field of view in input pixels
+            config["decoder"]["atrous_rates"] = [
+                int(r) * self.output_stride // self.inference_output_stride for r in rates
+            ]
+        copy = FEELVOS(**config)
+        mine = dict(self.named_parameters(remove_duplicate=False))
+        mine.update(self.named_buffers(remove_duplicate=False))
+        theirs = {**dict(copy.named_parameters(remove_duplicate=False)),
+                  **dict(copy.named_buffers(remove_duplicate=False))}
+        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+            raise RuntimeError(f"{self.config['backbone'].get('name')}: the network at output stride "
+                               f"{self.inference_output_stride} does not have the same tensors as at "
+                               f"{self.output_stride}")
+        for name, tensor in mine.items():
+            path, _, attr = name.rpartition(".")
+            owner = copy.get_submodule(path)
+            if isinstance(tensor, nn.Parameter):
+                owner._parameters[attr] = tensor  # the same Parameter object: shared, never copied
+            else:
+                owner._buffers[attr] = tensor
+        return copy.eval()
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB frames (B, 3, H, W) uint8 or float in [0, 255] -> features (B, Cd, h, w), embedding (B, E, h, w).
@@ -189,10 +280,12 @@ class FEELVOS(nn.Module):
         ref_labels: torch.Tensor,
         prev_embedding: torch.Tensor,
         prev_labels: torch.Tensor,
-        prev_probs: torch.Tensor,
         num_objects: torch.Tensor,
     ) -> torch.Tensor:
         """Per-object logits of the current frame at feature resolution.
+
+        The previous-frame input of the head is the one-hot of ``prev_labels``, the labels local matching
+        uses (official get_logits_with_matching), in training (ground truth) and inference (predictions).
 
         Args:
             features: (B, Cd, h, w) decoder features of the current frame.
@@ -200,31 +293,35 @@ class FEELVOS(nn.Module):
             ref_embedding: (B, E, Hr, Wr) reference embedding (a full frame, or (B, E, 1, K) sampled pixels).
             ref_labels: (B, Hr, Wr) int64 reference labels in [0, N) or 255.
             prev_embedding: (B, E, h, w) previous-frame embedding.
-            prev_labels: (B, h, w) int64 previous-frame labels in [0, N) or 255.
-            prev_probs: (B, N, h, w) previous-frame probabilities.
+            prev_labels: (B, h, w) int64 previous-frame labels in [0, N) or 255 (255: no object, all-zero one-hot).
             num_objects: (B,) int64 foreground objects per sample; N = max(num_objects) + 1.
         Returns:
-            logits (B, N, h, w); slots beyond a sample's object count hold ABSENT_LOGIT.
+            logits (B, N, h, w) float; slots beyond a sample's object count hold ABSENT_LOGIT.
         """
         batch, _, h, w = features.shape
-        n = prev_probs.shape[1]
+        n = int(num_objects.max()) + 1
         global_dist = global_matching(embedding, ref_embedding, ref_labels, n, impl=self.matching_impl)
         local_dist = local_matching(
             embedding, prev_embedding, prev_labels, n, self.local_max_distance, self.local_dilation,
             impl=self.matching_impl,
         )
+        feedback = one_hot_probabilities(prev_labels, n)
         per_object = torch.cat(
             [
                 features[:, None].expand(batch, n, *features.shape[1:]),
                 global_dist[:, :, None].to(features.dtype),
-                prev_probs[:, :, None].to(features.dtype),
+                feedback[:, :, None].to(features.dtype),
                 local_dist[:, :, None].to(features.dtype),
             ],
             dim=2,
-        )  # (B, N, Cd + 3, h, w): all objects go through the shared head in one batch
-        logits = self.head(per_object.flatten(0, 1)).view(batch, n, h, w).float()
-        present = torch.arange(n, device=logits.device)[None, :] <= num_objects.to(logits.device)[:, None]
-        return logits.masked_fill(~present[:, :, None, None], ABSENT_LOGIT)
+        )  # (B, N, Cd + 3, h, w)
+        # Only the slots a sample has go through the shared head (one batch of M = sum(num_objects + 1)
+        # objects): padded slots never cost compute nor enter a BatchNorm head's statistics.
+        present = torch.arange(n, device=features.device)[None, :] <= num_objects.to(features.device)[:, None]
+        present_logits = self.head(per_object[present])[:, 0].float()  # (M, h, w)
+        logits = present_logits.new_full((batch, n, h, w), ABSENT_LOGIT)
+        logits[present] = present_logits
+        return logits
 
     def forward_train(self, images: torch.Tensor, masks: torch.Tensor, num_objects: torch.Tensor) -> torch.Tensor:
         """Training forward on FEELVOS triplets.
@@ -247,7 +344,6 @@ class FEELVOS(nn.Module):
             embedding[:, 0], labels[:, 0], n, self.max_reference_per_object
         )
         logits = self.segment(
-            features[:, 2], embedding[:, 2], ref_emb, ref_lab,
-            embedding[:, 1], labels[:, 1], one_hot_probabilities(labels[:, 1], n), num_objects,
+            features[:, 2], embedding[:, 2], ref_emb, ref_lab, embedding[:, 1], labels[:, 1], num_objects,
         )
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)

@@ -1,0 +1,24 @@
+"""bench/feelvos_fps.py times exactly what `vidseg.evaluate task=vos ckpt=...` runs (issue 8, point 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+from bench.feelvos_fps import paper_net_config, save_random_checkpoint, time_video
+from omegaconf import OmegaConf
+
+from tests.helpers.configs import compose_config
+from vidseg.inference.vos import VOSPredictor
+
+
+def test_bench_uses_the_paper_config_through_a_checkpoint_at_the_inference_stride(tmp_path):
+    net = paper_net_config("resnet18")
+    cfg = compose_config("train", tmp_path / "run", ["task=vos", "backbone=resnet18"])
+    assert net == OmegaConf.to_container(cfg.model.net, resolve=True)  # the network vidseg.train builds
+    predictor = VOSPredictor.from_checkpoint(save_random_checkpoint(net, tmp_path / "random.ckpt"))
+    assert predictor.model.output_stride == 8
+    assert predictor.model.feature_extractor.decoder.atrous_rates == (12, 24, 36)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    first = np.zeros((32, 48), np.uint8)
+    first[8:20, 8:30] = 1
+    assert time_video(predictor, frames, first, "cpu") > 0
