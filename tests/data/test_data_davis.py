@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from vidseg.data.collate import collate_single
 from vidseg.data.davis import (
     DatasetLayoutError,
     DavisDataModule,
     DavisEvalDataset,
     DavisTrainDataset,
     check_sequence,
-    collate_single,
     collate_train,
     list_sequences,
     sequence_paths,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from vidseg.constants import IMAGENET_MEAN_UINT8
 from vidseg.data.transforms import (
-    IMAGE_PAD_FILL,
     apply_clip_transform,
     build_clip_transform,
     clip_to_tensors,
@@ -47,7 +47,7 @@ def test_clip_transform_shapes_seed_and_padding() -> None:
                                                  images, masks)
     void_rows = (pad_masks == 255).all(axis=(0, 2))
     assert void_rows.sum() == 4
-    assert (pad_images[:, void_rows] == np.array(IMAGE_PAD_FILL, np.uint8)).all()
+    assert (pad_images[:, void_rows] == np.array(IMAGENET_MEAN_UINT8, np.uint8)).all()
     with pytest.raises(ValueError):
         build_clip_transform((8, 8), scale=(1.3, 1.0))
     with pytest.raises(ValueError):

@@ -14,7 +14,7 @@ _EXPORTS = {
     "DavisEvalDataset": "davis",
     "DavisTrainDataset": "davis",
     "check_sequence": "davis",
-    "collate_single": "davis",
+    "collate_single": "collate",
     "collate_train": "davis",
     "list_sequences": "davis",
     "sequence_paths": "davis",

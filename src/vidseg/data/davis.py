@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from vidseg.constants import IGNORE_LABEL
+from vidseg.data.collate import collate_single
 from vidseg.data.io import read_image, read_mask
 from vidseg.data.transforms import (
     apply_clip_transform,
@@ -442,17 +443,11 @@ def collate_train(batch: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def collate_single(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Evaluation batches hold one whole sequence: return its dict unchanged (no batch dimension)."""
-    if len(batch) != 1:
-        raise ValueError(f"evaluation loaders use batch_size=1, got a batch of {len(batch)}")
-    return batch[0]
-
-
 class DavisDataModule(pl.LightningDataModule):
     """DAVIS for FEELVOS: random 3-frame training samples and whole-sequence validation.
 
-    ``split`` (set by evaluate's config, ``data.split=<name>``) replaces ``val_split`` when given.
+    ``split`` is the split validation reads and ``vidseg.evaluate`` scores (``data.split=<name>``), as for every
+    datamodule; ``train_split`` the one training samples from.
     Missing or inconsistent data is reported by ``setup()`` with the messages of ``list_sequences`` /
     ``check_sequence`` (including how to get DAVIS or generate the toy set).
     """
@@ -464,7 +459,6 @@ class DavisDataModule(pl.LightningDataModule):
         year: str = "2017",
         resolution: str = "480p",
         train_split: str = "train",
-        val_split: str = "val",
         crop_size: Sequence[int] = (465, 465),
         scale: Sequence[float] = (1.0, 1.3),
         samples_per_epoch: int = 1000,
@@ -477,15 +471,14 @@ class DavisDataModule(pl.LightningDataModule):
         max_frame_gap: int = 1,
         pin_memory: bool = False,
         seed: int = 0,
-        split: str | None = None,
+        split: str = "val",
     ) -> None:
         super().__init__()
         self.root = Path(root)
         self.year = str(year)
         self.resolution = resolution
         self.train_split = train_split
-        # ``split`` is the evaluate/predict config's name for the split to read (data.split=val); it wins.
-        self.val_split = split or val_split
+        self.split = split
         # Plain tuples: Hydra passes ListConfig, which must not leak into datasets or checkpoints.
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.scale = (float(scale[0]), float(scale[1]))
@@ -517,7 +510,7 @@ class DavisDataModule(pl.LightningDataModule):
             )
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
             self.val_dataset = DavisEvalDataset(
-                self.root, year=self.year, split=self.val_split, resolution=self.resolution,
+                self.root, year=self.year, split=self.split, resolution=self.resolution,
                 max_sequences=self.val_max_sequences, max_frames=self.val_max_frames,
             )
 

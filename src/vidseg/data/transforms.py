@@ -17,7 +17,6 @@ import torch
 from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN_UINT8
 
 # Padded image pixels get the ImageNet mean, so they normalise to ~0 instead of looking like black content.
-IMAGE_PAD_FILL = IMAGENET_MEAN_UINT8
 # Padded mask pixels are void (255), not background: they are not part of the scene, so the loss must
 # ignore them (ignore_index=255) and matching must not treat them as background evidence. Labelling them
 # 0 would teach the model that the pad colour is background and bias it towards background at borders.
@@ -48,7 +47,7 @@ def build_clip_transform(
         A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
                       mask_interpolation=cv2.INTER_NEAREST, p=1.0),
         A.PadIfNeeded(min_height=crop_h, min_width=crop_w, border_mode=cv2.BORDER_CONSTANT,
-                      fill=IMAGE_PAD_FILL, fill_mask=MASK_PAD_FILL, position="random"),
+                      fill=IMAGENET_MEAN_UINT8, fill_mask=MASK_PAD_FILL, position="random"),
         A.RandomCrop(height=crop_h, width=crop_w),
     ]
     if hflip:

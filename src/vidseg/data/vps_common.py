@@ -55,7 +55,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
-from vidseg.data.davis import collate_single
+from vidseg.data.collate import collate_single
 from vidseg.data.io import read_image
 from vidseg.data.panoptic import read_json, read_panoptic_png
 from vidseg.data.transforms import build_clip_transform
