@@ -277,8 +277,9 @@ def whole_process_vidseg(work: Path, workers: int) -> tuple[dict, float]:
 
 def whole_process_official(work: Path) -> tuple[dict, float]:
     """Time the official rules (eval_vpq.py per video + deeplab2 STQ) in a fresh process."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from make_vps_oracle import load_official, "
-            "official_case; off = official_case(load_official(sys.argv[2], sys.argv[3]), sys.argv[4], "
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from make_vps_oracle "
+            "import load_official, official_case; off = official_case(load_official(sys.argv[2], sys.argv[3]), "
+            "Path(sys.argv[4]), "
             "'cityscapes_vps'); print(json.dumps({'vpq': off['vpq_final_percent']['all'] / 100, "
             "'STQ': off['stq']['STQ']}))")
     t0 = time.perf_counter()
