@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 TEST_WORKERS ?= 2
 
-.PHONY: install demo test test-slow test-gpu lint bench clean
+.PHONY: install demo demo-vos demo-vps test test-slow test-gpu lint bench clean
 
 install: $(STAMP)
 
@@ -16,9 +16,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-## Generate the toy DAVIS set, train FEELVOS on CPU, evaluate J&F, write masks and an overlay video.
+## Both CPU demos: VOS (toy DAVIS, FEELVOS, J&F, masks + overlay video), then VPS (toy Cityscapes-VPS, VPSNet
+## image and fusetrack variants, VPQ/STQ table, panoptic PNG/JSON + overlay video).
 demo: install
-	$(PY) -m vidseg.demo --out $(DEMO_DIR)
+	$(PY) -m vidseg.demo --task all --out $(DEMO_DIR)
+
+## Only the VOS demo.
+demo-vos: install
+	$(PY) -m vidseg.demo --task vos --out $(DEMO_DIR)
+
+## Only the VPS demo.
+demo-vps: install
+	$(PY) -m vidseg.demo --task vps --out $(DEMO_DIR)
 
 ## Fast CPU tests (offline, tiny fixtures).
 test: install
@@ -40,6 +49,7 @@ bench: install
 	$(PY) -m bench.ops --out bench/results
 	$(PY) -m bench.feelvos_fps --out bench/results
 	$(PY) -m bench.vpq --out bench/results
+	$(PY) -m bench.vpsnet_fps --out bench/results
 
 clean:
 	rm -rf $(VENV) outputs build dist src/*.egg-info

@@ -1,4 +1,5 @@
-"""`python -m vidseg.evaluate task=vps predictions=...` on toy Cityscapes-VPS and VIPER-VPS sets."""
+"""`python -m vidseg.evaluate task=vps predictions=... | ckpt=...` and `python -m vidseg.predict task=vps` on toy
+Cityscapes-VPS and VIPER-VPS sets."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers.configs import compose_config
 from tests.helpers.vps_submission import submission_from_ground_truth
+from tests.helpers.vps_training import train_tiny_vps
+from vidseg.data.io import read_image
+from vidseg.data.panoptic import read_panoptic_png
+from vidseg.data.video import write_video
 from vidseg.data.vps_layout import CITYSCAPES_VPS, LAYOUTS, VIPER
 from vidseg.errors import DataError
 from vidseg.evaluate import evaluate
+from vidseg.inference.checkpoint import CheckpointError
 from vidseg.predict import predict
-from vidseg.train import train
 
 
 def test_layouts_name_their_datamodules():
@@ -81,17 +87,104 @@ def test_viper_protocol_windows_and_files(make_toy_vps, tmp_path):
     assert 0.5 < results.vpq["all"] <= 1.0 and results.stq["STQ"] == 1.0
 
 
-def test_vps_has_no_model_yet_and_says_what_works(toy_cityscapes_vps_root, tmp_path):
-    train_cfg = compose_config("train", tmp_path / "t", ["task=vps", f"data.root={toy_cityscapes_vps_root}"])
-    with pytest.raises(DataError, match="no trainable model.*predictions=<dir>"):
-        train(train_cfg)
-    eval_cfg = compose_config("evaluate", tmp_path / "e", ["task=vps", f"data.root={toy_cityscapes_vps_root}",
-                                                          "ckpt=x.ckpt"])
-    with pytest.raises(DataError, match="no trainable model"):
-        evaluate(eval_cfg)
-    predict_cfg = compose_config("predict", tmp_path / "p", ["task=vps", "ckpt=x.ckpt", "input=x.mp4"])
-    with pytest.raises(DataError, match="nothing to predict"):
+@pytest.fixture(scope="module")
+def vps_run(toy_cityscapes_vps_root, tmp_path_factory):
+    """A 2-step fusetrack checkpoint trained through the real configs (low detection threshold, so that the
+    random detector yields instances and the thing/track paths are written)."""
+    return train_tiny_vps(toy_cityscapes_vps_root, tmp_path_factory.mktemp("vps_run"), variant="fusetrack",
+                          extra=["model.net.detector.score_thresh=0.0", "model.net.detector.detections_per_img=3"])
+
+
+def test_evaluate_checkpoint_writes_the_submission_scores_it_and_resumes_per_clip(vps_run, toy_cityscapes_vps_root,
+                                                                                   tmp_path, capsys):
+    ckpt = vps_run["last_checkpoint"]
+    out = tmp_path / "eval"
+    overrides = ["task=vps", f"data.root={toy_cityscapes_vps_root}", f"ckpt={ckpt}", f"output_dir={out}", "workers=1"]
+    results = evaluate(compose_config("evaluate", tmp_path / "run", overrides))
+    gt = json.loads((toy_cityscapes_vps_root / "panoptic_gt_val_city_vps.json").read_text())
+    pred = json.loads((out / "pred.json").read_text())
+    assert [a["image_id"] for a in pred["annotations"]] == [im["id"] for im in gt["images"]]
+    assert sorted(p.stem for p in (out / "pan_pred").glob("*.png")) == sorted(im["id"] for im in gt["images"])
+    gt_categories = {c["id"] for c in gt["categories"]}
+    assert all(s["category_id"] in gt_categories for a in pred["annotations"] for s in a["segments_info"])
+    for k in (0, 5, 10, 15, "final"):
+        assert (out / f"vpq-{k}.txt").is_file()
+    assert 0.0 <= results.vpq["all"] <= 1.0 and results.num_videos == 2
+    assert "STQ" in capsys.readouterr().out
+    assert json.loads((out / "evaluation.json").read_text())["ckpt"] == str(ckpt)
+
+    # An interrupted run: one clip's record is gone; only that clip is predicted again.
+    clips = sorted((out / "clips").glob("*.json"))
+    assert len(clips) == 2
+    kept = clips[0].read_bytes()
+    clips[1].unlink()
+    again = evaluate(compose_config("evaluate", tmp_path / "run2", overrides))
+    printed = capsys.readouterr().out
+    assert printed.count("already predicted with this checkpoint, kept") == 1
+    assert clips[0].read_bytes() == kept and again.vpq == results.vpq
+
+    # Another checkpoint (here: the same file rewritten) never reuses the predictions.
+    shutil.copyfile(ckpt, tmp_path / "other.ckpt")
+    other = ["task=vps", f"data.root={toy_cityscapes_vps_root}", f"ckpt={tmp_path / 'other.ckpt'}",
+             f"output_dir={out}", "workers=1"]
+    evaluate(compose_config("evaluate", tmp_path / "run3", other))
+    assert "kept" not in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_checkpoint_of_the_other_task_and_ambiguous_inputs(toy_cityscapes_vps_root, tmp_path):
+    vos_ckpt = tmp_path / "vos.ckpt"
+    torch.save({"vidseg_task": "vos", "hyper_parameters": {"net": {"embedding_dim": 8}}, "state_dict": {}}, vos_ckpt)
+    cfg = compose_config("evaluate", tmp_path / "e", ["task=vps", f"data.root={toy_cityscapes_vps_root}",
+                                                     f"ckpt={vos_ckpt}"])
+    with pytest.raises(CheckpointError, match="'vos' checkpoint but task=vps; run with task=vos"):
+        evaluate(cfg)
+    both = compose_config("evaluate", tmp_path / "b", ["task=vps", f"data.root={toy_cityscapes_vps_root}",
+                                                      f"ckpt={vos_ckpt}", f"predictions={tmp_path}"])
+    with pytest.raises(DataError, match="exactly one of ckpt"):
+        evaluate(both)
+    predict_cfg = compose_config("predict", tmp_path / "p", ["task=vps", f"ckpt={vos_ckpt}", "input=x.mp4"])
+    with pytest.raises(CheckpointError, match="'vos' checkpoint"):
         predict(predict_cfg)
+
+
+def test_predict_on_an_mp4_writes_png_and_json_per_frame_and_an_h264_overlay(vps_run, toy_cityscapes_vps_root,
+                                                                              tmp_path):
+    frames = [read_image(p) for p in sorted((toy_cityscapes_vps_root / "val" / "img_all").glob("*.png"))[:8]]
+    video = write_video(tmp_path / "toy.mp4", frames, fps=10)
+    out = tmp_path / "pred"
+    cfg = compose_config("predict", tmp_path / "run", ["task=vps", f"ckpt={vps_run['last_checkpoint']}",
+                                                      f"input={video}", f"output={out}"])
+    summary = predict(cfg)
+    assert summary["frames"] == 8
+    pngs, jsons = sorted((out / "panoptic").glob("*.png")), sorted((out / "segments").glob("*.json"))
+    assert [p.stem for p in pngs] == [p.stem for p in jsons] == [f"{i:05d}" for i in range(8)]
+    ids = read_panoptic_png(pngs[3])
+    record = json.loads(jsons[3].read_text())
+    assert record["frame"] == 3 and ids.shape == frames[0].shape[:2]
+    assert {s["id"] for s in record["segments_info"]} == set(np.unique(ids).tolist()) - {0}
+    for s in record["segments_info"]:
+        assert set(s) == {"id", "category_id", "category", "isthing", "track_id", "score", "area"}
+        assert s["area"] == int((ids == s["id"]).sum())
+    import av
+
+    with av.open(str(out / "overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == 8
+
+
+def test_overlay_colours_follow_tracks_and_stuff_classes():
+    from vidseg.tasks.vps_entry import panoptic_overlay, track_colour
+
+    categories = [{"id": 0, "name": "road", "isthing": 0, "color": [128, 64, 128]},
+                  {"id": 13, "name": "car", "isthing": 1, "color": [0, 0, 142]}]
+    frame = np.zeros((4, 6, 3), dtype=np.uint8)
+    a = np.array([[1] * 6, [1, 1, 1013, 1013, 1, 1], [1, 1, 1013, 1013, 1, 1], [0] * 6])
+    b = np.roll(a, 2, axis=1)  # the car moved; same track
+    over_a, over_b = panoptic_overlay(frame, a, categories, alpha=1.0), panoptic_overlay(frame, b, categories, 1.0)
+    assert tuple(over_a[1, 2]) == tuple(over_b[1, 4]) == track_colour(0)
+    assert tuple(over_a[0, 0]) == (128, 64, 128) and tuple(over_a[3, 0]) == (0, 0, 0)
+    assert track_colour(0) != track_colour(1)
 
 
 def test_cli_bad_submission_prints_one_line_and_exits_2(toy_cityscapes_vps_root, tmp_path):
@@ -106,3 +199,16 @@ def test_cli_bad_submission_prints_one_line_and_exits_2(toy_cityscapes_vps_root,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vidseg: error:") and missing.name in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ddp_on_two_cpu_processes_validates_whole_clips(toy_cityscapes_vps_root, tmp_path):
+    """Lightning DDP (spawned, gloo): each rank streams whole clips and the summed VPQ is logged."""
+    import torch
+
+    from tests.helpers.vps_training import train_tiny_vps
+
+    result = train_tiny_vps(toy_cityscapes_vps_root, tmp_path, variant="image", extra=[
+        "data.val_max_videos=2", "data.num_workers=0", "trainer.accelerator=cpu", "trainer.devices=2",
+        "+trainer.strategy=ddp_spawn", "logger=none"])
+    assert 0.0 <= result["metrics"]["val/VPQ"] <= 1.0
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

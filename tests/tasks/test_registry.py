@@ -14,6 +14,8 @@ def test_both_tasks_are_registered_and_their_callables_import():
         assert callable(spec.load("evaluate")) and callable(spec.load("predict"))
     assert get_task("vos").load("module").__name__ == "VOSTask"
     assert get_task("vos").load("predictor").__name__ == "VOSPredictor"
+    assert get_task("vps").load("module").__name__ == "VPSTask"
+    assert get_task("vps").load("predictor").__name__ == "VPSPredictor"
 
 
 def test_unknown_task_lists_the_known_ones():
@@ -21,9 +23,10 @@ def test_unknown_task_lists_the_known_ones():
         get_task("vis")
 
 
-def test_a_task_without_a_model_says_so():
-    with pytest.raises(LookupError, match="vps.*no module"):
-        get_task("vps").load("module")
+def test_a_missing_entry_says_so():
+    spec = TaskSpec("nomodel", "a task without a trainable model", evaluate="x:y", predict="x:y")
+    with pytest.raises(LookupError, match="'nomodel' has no module"):
+        spec.load("module")
 
 
 def test_names_are_unique():

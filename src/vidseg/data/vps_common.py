@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
 from vidseg.data.collate import collate_single
@@ -567,6 +567,10 @@ class VPSEvalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def videos(self) -> list[str]:
+        """The video of every item, in item order (clips are contiguous)."""
+        return [self.info.layout.video_of(record) for record, _, _ in self.items]
+
     def _read_gt(self, pid: str, shape: tuple[int, int], image_path: Path) -> np.ndarray:
         gt = self.gt[pid]
         ids = read_panoptic_png(gt["png"])
@@ -616,6 +620,39 @@ class VPSEvalDataset(Dataset):
 # ----------------------------------------------------------------------------------------------------------
 # Datamodule
 # ----------------------------------------------------------------------------------------------------------
+
+
+def video_index_ranges(videos: Sequence[str]) -> list[range]:
+    """Contiguous index ranges of equal consecutive video names (a clip-ordered frame list -> its clips)."""
+    ranges, start = [], 0
+    for i in range(1, len(videos) + 1):
+        if i == len(videos) or videos[i] != videos[start]:
+            ranges.append(range(start, i))
+            start = i
+    return ranges
+
+
+class VideoShardSampler(DistributedSampler):
+    """Frames of whole clips, in order, for one rank: clip k goes to rank k % world_size.
+
+    A subclass of DistributedSampler, so Lightning keeps it as it is instead of cutting the frame list into
+    interleaved shards (which would split every clip across processes and break streaming). Ranks may get
+    different numbers of frames: validation has no collective operation before the metrics' final sync.
+    """
+
+    def __init__(self, videos: Sequence[str], *, num_replicas: int, rank: int) -> None:
+        # DistributedSampler's constructor only needs a sized dataset; indices come from the clip ranges.
+        super().__init__(list(videos), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.ranges = video_index_ranges(list(videos))
+        self.indices = [i for k, r in enumerate(self.ranges) if k % num_replicas == rank for i in r]
+        self.num_samples = len(self.indices)
+        self.total_size = len(videos)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class VPSDataModule(pl.LightningDataModule):
@@ -683,9 +720,16 @@ class VPSDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        # Frames in order, one per batch: the model streams them and resets on ``is_first``.
+        # Frames in order, one per batch: the model streams them and resets on ``is_first``. Under DDP each
+        # rank gets whole clips (Lightning keeps a DistributedSampler it is given instead of interleaving frames).
+        dataset = self._require(self.val_dataset, "validate")
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                sampler = VideoShardSampler(dataset.videos(), num_replicas=world, rank=torch.distributed.get_rank())
         return DataLoader(
-            self._require(self.val_dataset, "validate"), batch_size=1, shuffle=False,
+            dataset, batch_size=1, shuffle=False, sampler=sampler,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, worker_init_fn=worker_init_fn,
             collate_fn=collate_single, pin_memory=self.pin_memory,
         )

@@ -15,6 +15,8 @@ register_task(TaskSpec(
     summary="video panoptic segmentation (Cityscapes-VPS / VIPER-VPS, VPQ and STQ)",
     evaluate="vidseg.tasks.vps_entry:evaluate_vps",
     predict="vidseg.tasks.vps_entry:predict_vps",
+    predictor="vidseg.inference.vps:VPSPredictor",
+    module="vidseg.tasks.vps:VPSTask",
 ))
 
 __all__ = ["TaskSpec", "get_task", "list_tasks", "register_task"]

@@ -1,24 +1,49 @@
-"""VPS behind the entry points: scoring a submission with VPQ and STQ on Cityscapes-VPS or VIPER-VPS.
+"""VPS behind the entry points: Cityscapes-VPS / VIPER-VPS evaluation (VPQ, STQ) and segmenting a user's video.
 
+    python -m vidseg.evaluate task=vps ckpt=<ckpt> data.root=<cityscapes_vps> data.split=val
     python -m vidseg.evaluate task=vps data.root=<cityscapes_vps> data.split=val predictions=<submission dir>
     python -m vidseg.evaluate task=vps data=viper data.root=<viper_vps> data.split=val predictions=<submission dir>
+    python -m vidseg.predict task=vps ckpt=<ckpt> input=<video.mp4 | frame folder> output=<dir>
 
-A submission is the official format: ``pan_pred/<image id>.png`` (COCO-panoptic RGB) and ``pred.json``.
-The dataset's protocol (:mod:`vidseg.metrics.vps_eval`) decides the windows and rules. Writes
-``vpq-<k>.txt``, ``vpq-final.txt`` and ``results-<split>.json`` into ``output_dir`` and prints a table.
+Evaluation with ``ckpt``: every frame of every clip of the split is predicted in order, one streaming
+session per clip (:class:`vidseg.inference.vps.VPSSession`), and the annotated frames are written as the
+official submission into ``output_dir``: ``pan_pred/<image id>.png`` (COCO-panoptic RGB) and ``pred.json``
+(category ids of the ground-truth JSON). A clip is skipped on a rerun only if it finished with the same
+checkpoint (``clips/<video>.json`` holds the checkpoint's fingerprint), so an interrupted run resumes and a
+new checkpoint never reuses another's predictions. With ``predictions`` an existing submission folder is
+scored (any method's). Scores follow the dataset's protocol (:mod:`vidseg.metrics.vps_eval`); writes
+``vpq-<k>.txt``, ``vpq-final.txt``, ``results-<split>.json`` and ``evaluation.json`` into ``output_dir``
+and prints a table.
+
+Prediction writes, per frame, ``<output>/panoptic/<frame:05d>.png`` (COCO-panoptic RGB, id = R + 256 G +
+256^2 B) and ``<output>/segments/<frame:05d>.json`` (its segments: id, category id and name, isthing,
+track id, score, area), and ``<output>/overlay.mp4`` (H.264) where each track keeps its colour and stuff
+classes have their category colours. Frames are decoded and segmented one at a time (constant memory).
 """
 
 from __future__ import annotations
 
+import colorsys
+import contextlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from vidseg.constants import PANOPTIC_LABEL_DIVISOR, PANOPTIC_VOID_ID
 from vidseg.data.io import write_json_atomic
+from vidseg.data.panoptic import read_json, write_panoptic_png
+from vidseg.data.video import VideoWriter, overlay, read_video_frames, video_fps
+from vidseg.data.vps_common import video_index_ranges
 from vidseg.data.vps_layout import VPSLayout, layout_of_datamodule
 from vidseg.errors import DataError
+from vidseg.inference.checkpoint import checkpoint_fingerprint
 from vidseg.metrics.vpq import PROTOCOLS
 from vidseg.metrics.vps_eval import evaluate_submission, format_vps_table, load_ground_truth, write_vps_results
+from vidseg.utils.device import resolve_device
 
 
 def dataset_layout(data_cfg: DictConfig) -> VPSLayout:
@@ -26,23 +51,113 @@ def dataset_layout(data_cfg: DictConfig) -> VPSLayout:
     return layout_of_datamodule(str(data_cfg._target_))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def json_category_ids(gt_categories: Sequence[Mapping[str, Any]], categories: Sequence[Mapping[str, Any]],
+                      where: str = "ground-truth JSON") -> dict[int, int]:
+    """Class id of the model -> category id of the ground-truth JSON, matched by name, else by id (the inverse
+    of the datasets' reading rule)."""
+    by_name = {c.get("name"): int(c["id"]) for c in gt_categories}
+    gt_ids = {int(c["id"]) for c in gt_categories}
+    mapping = {}
+    for cat in categories:
+        if cat.get("name") in by_name:
+            mapping[int(cat["id"])] = by_name[cat["name"]]
+        elif int(cat["id"]) in gt_ids:
+            mapping[int(cat["id"])] = int(cat["id"])
+        else:
+            raise DataError(f"{where}: the model's class {cat.get('name')!r} (id {cat['id']}) is not among its "
+                            f"categories ({', '.join(str(n) for n in by_name)}); was the checkpoint trained on "
+                            "another dataset?")
+    return mapping
+
+
+def submission_segments(segments: Sequence[Mapping[str, Any]], to_json: Mapping[int, int]) -> list[dict[str, Any]]:
+    """A session's segments -> pred.json segments_info (official keys + track id and score)."""
+    return [{"id": int(s["id"]), "category_id": to_json[int(s["category_id"])], "iscrowd": 0, "area": int(s["area"]),
+             "isthing": int(bool(s["isthing"])), "track_id": s.get("track_id"), "score": s.get("score")}
+            for s in segments]
+
+
+def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
+                  to_json: Mapping[int, int]) -> dict[str, list[dict]]:
+    """Stream every clip of a VPS evaluation dataset through ``predictor``; write pan_pred PNGs of the annotated
+    frames and ``clips/<video>.json``. Returns {image id: segments_info} of every annotated frame.
+
+    A clip whose ``clips/<video>.json`` holds ``fingerprint`` is kept from the previous run; its record is
+    written last, so an interrupted clip is predicted again.
+    """
+    videos = dataset.videos()
+    clips = video_index_ranges(videos)
+    pan_dir, clip_dir = submission_dir / "pan_pred", submission_dir / "clips"
+    segments: dict[str, list[dict]] = {}
+    for number, indices in enumerate(clips, start=1):
+        video = videos[indices[0]]
+        record_path = clip_dir / f"{video}.json"
+        if record_path.is_file():
+            record = read_json(record_path, what="clip record")
+            if record.get("fingerprint") == fingerprint and all(
+                    (pan_dir / f"{pid}.png").is_file() for pid in record["frames"]):
+                segments.update(record["frames"])
+                print(f"[{number}/{len(clips)}] clip {video}: already predicted with this checkpoint, kept")
+                continue
+        record_path.unlink(missing_ok=True)
+        session = predictor.start()
+        frames: dict[str, list[dict]] = {}
+        for index in indices:
+            item = dataset[index]
+            result = session.step(item["images"][0])
+            if item["annotated"]:
+                pid = str(item["panoptic_image_id"])
+                write_panoptic_png(pan_dir / f"{pid}.png", result.panoptic)
+                frames[pid] = submission_segments(result.segments, to_json)
+        write_json_atomic(record_path, {"video": video, "fingerprint": fingerprint, "frames": frames})
+        segments.update(frames)
+        print(f"[{number}/{len(clips)}] clip {video}: {len(indices)} frames, {len(frames)} annotated")
+    return segments
+
+
 def evaluate_vps(cfg: DictConfig):
-    """Score ``cfg.predictions`` against the ground truth of ``cfg.data`` (split ``cfg.data.split``)."""
-    if cfg.get("ckpt") is not None:
-        raise DataError("task=vps has no trainable model in this version of vidseg, so there is no checkpoint to "
-                        "evaluate; score a submission folder with predictions=<dir with pan_pred/ and pred.json>")
-    if cfg.get("predictions") is None:
-        raise DataError("give predictions=<submission dir> (pan_pred/<image id>.png + pred.json, the official "
-                        "COCO-panoptic format) to score")
+    """Predict (if ``cfg.ckpt``) and score ``cfg.data``'s split ``cfg.data.split``; writes the result files."""
+    if (cfg.get("ckpt") is None) == (cfg.get("predictions") is None):
+        raise DataError("give exactly one of ckpt=<checkpoint> (predict every clip, then score) or "
+                        "predictions=<submission dir with pan_pred/ and pred.json> (score any method's output)")
     layout = dataset_layout(cfg.data)
     root, split = Path(cfg.data.root), str(cfg.data.split)
-    submission, output_dir = Path(cfg.predictions), Path(cfg.output_dir)
+    output_dir = Path(cfg.output_dir)
     ground_truth = load_ground_truth(layout, root, split)
+    if cfg.get("predictions") is not None:
+        submission = Path(cfg.predictions)
+    else:
+        from vidseg.inference.vps import VPSPredictor
+
+        ckpt = Path(cfg.ckpt)
+        predictor = VPSPredictor.from_checkpoint(ckpt, device=resolve_device(cfg.device),
+                                                 precision=str(cfg.precision))
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("validate")
+        dataset = datamodule.val_dataset
+        gt_json = read_json(ground_truth.json_path, what=f"{layout.name} panoptic GT JSON")
+        to_json = json_category_ids(gt_json["categories"], predictor.categories, str(ground_truth.json_path))
+        submission = output_dir
+        segments = predict_clips(predictor, dataset, submission, fingerprint=checkpoint_fingerprint(ckpt),
+                                 to_json=to_json)
+        missing = [pid for pid in ground_truth.image_ids if pid not in segments]
+        if missing:
+            raise DataError(f"{ground_truth.json_path}: {len(missing)} annotated images (e.g. {missing[0]!r}) are not "
+                            f"among the frames of {layout.frames_json(root, split)}; the two JSON files disagree")
+        write_json_atomic(submission / "pred.json", {"annotations": [
+            {"image_id": pid, "file_name": f"{pid}.png", "segments_info": segments[pid]}
+            for pid in ground_truth.image_ids]})
     results = evaluate_submission(ground_truth, submission, PROTOCOLS[layout.name], workers=int(cfg.get("workers", 1)))
     paths = write_vps_results(results, output_dir, split)
     write_json_atomic(output_dir / "evaluation.json", {
-        "task": "vps", "dataset": layout.name, "predictions": str(submission.resolve()),
-        "data_root": str(root.resolve()), "split": split, "files": {k: str(v) for k, v in paths.items()},
+        "task": "vps", "dataset": layout.name, "ckpt": str(cfg.ckpt) if cfg.get("ckpt") else None,
+        "predictions": str(submission.resolve()), "data_root": str(root.resolve()), "split": split,
+        "files": {k: str(v) for k, v in paths.items()},
     })
     print(format_vps_table(results))
     print(f"\nsubmission: {submission.resolve()}")
@@ -51,6 +166,74 @@ def evaluate_vps(cfg: DictConfig):
     return results
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Prediction on a user's video
+# ----------------------------------------------------------------------------------------------------------
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A bright colour per track id, the same in every frame (golden-ratio hues)."""
+    hue = (0.13 + 0.61803398875 * int(track_id)) % 1.0
+    value = 1.0 if track_id % 2 == 0 else 0.8
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, value)
+    return int(255 * r), int(255 * g), int(255 * b)
+
+
+def panoptic_overlay(frame: np.ndarray, panoptic: np.ndarray, categories: Sequence[Mapping[str, Any]],
+                     alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 frame + (H, W) segment ids -> overlay: stuff in its category colour, each track in its
+    own colour (:func:`track_colour`), void untouched, contours around every segment."""
+    colours = {int(c["id"]): tuple(c["color"]) if c.get("color") else (128, 128, 128) for c in categories}
+    uniq, inverse = np.unique(panoptic, return_inverse=True)
+    palette = [(0, 0, 0)]
+    labels = np.zeros(len(uniq), dtype=np.int64)
+    for k, segment in enumerate(uniq.tolist()):
+        if segment == PANOPTIC_VOID_ID:
+            continue
+        if segment < PANOPTIC_LABEL_DIVISOR:
+            colour = colours.get(segment - 1, (128, 128, 128))
+        else:
+            colour = track_colour(segment // PANOPTIC_LABEL_DIVISOR - 1)
+        labels[k] = len(palette)
+        palette.append(colour)
+    return overlay(frame, labels[inverse].reshape(panoptic.shape), alpha, np.asarray(palette, dtype=np.uint8))
+
+
 def predict_vps(cfg: DictConfig) -> dict:
-    raise DataError("task=vps has no trainable model in this version of vidseg, so there is nothing to predict "
-                    "with; `python -m vidseg.evaluate task=vps predictions=<dir>` scores any method's submission")
+    """Segment ``cfg.input`` (a video file or a frame folder) with ``cfg.ckpt``; returns a summary."""
+    from vidseg.inference.vps import VPSPredictor
+
+    input_path, output = Path(cfg.input), Path(cfg.output)
+    predictor = VPSPredictor.from_checkpoint(cfg.ckpt, device=resolve_device(cfg.device),
+                                             precision=str(cfg.precision))
+    names = {int(c["id"]): c.get("name") for c in predictor.categories}
+    frames = read_video_frames(input_path)
+    fps = cfg.fps or video_fps(input_path)
+    panoptic_dir, segments_dir, overlay_path = output / "panoptic", output / "segments", output / "overlay.mp4"
+    session = predictor.start()
+    tracks: set[int] = set()
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(overlay_path, fps=fps)) if cfg.overlay else None
+        for frame in frames:
+            index, panoptic, segments = session.step(frame)
+            write_panoptic_png(panoptic_dir / f"{index:05d}.png", panoptic)
+            write_json_atomic(segments_dir / f"{index:05d}.json", {"frame": index, "segments_info": [
+                {"id": s["id"], "category_id": s["category_id"], "category": names.get(s["category_id"]),
+                 "isthing": bool(s["isthing"]), "track_id": s["track_id"], "score": s["score"], "area": s["area"]}
+                for s in segments]})
+            tracks.update(s["track_id"] for s in segments if s["isthing"])
+            if writer is not None:
+                writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
+        if session.frame_index == 0:
+            raise DataError(f"{input_path}: no frames to segment (the video or folder is empty)")
+    summary = {"frames": session.frame_index, "tracks": sorted(tracks), "panoptic": str(panoptic_dir.resolve()),
+               "segments": str(segments_dir.resolve()),
+               "overlay": str(overlay_path.resolve()) if cfg.overlay else None, "ckpt": str(cfg.ckpt),
+               "input": str(input_path.resolve())}
+    write_json_atomic(output / "prediction.json", summary)
+    print(f"segmented {summary['frames']} frames, {len(tracks)} tracks")
+    print(f"panoptic PNGs: {summary['panoptic']}")
+    print(f"segments JSON: {summary['segments']}")
+    if summary["overlay"]:
+        print(f"overlay:       {summary['overlay']}")
+    return summary

@@ -1,0 +1,23 @@
+"""bench/vpsnet_fps.py runs the network of `vidseg.train task=vps` through a checkpoint and a VPSSession."""
+
+from __future__ import annotations
+
+import json
+
+from bench.vpsnet_fps import main, paper_net_config
+
+
+def test_paper_config_is_fusetrack_resnet50_raft_small():
+    net = paper_net_config(quick=False, detections=20)
+    assert net["variant"] == "fusetrack" and net["backbone"]["name"] == "resnet50"
+    assert net["flow"]["name"] == "raft_small" and net["fpn_channels"] == 256
+
+
+def test_quick_bench_writes_fps_breakdown_and_memory_over_the_clip(tmp_path):
+    main(["--quick", "--frames", "2", "--out", str(tmp_path), "--device", "cpu"])
+    result = json.loads((tmp_path / "vpsnet-fps-cpu-quick.json").read_text())
+    row = result["sizes"][0]
+    assert row["fps"] > 0 and set(row["breakdown_ms"]) == {
+        "backbone+FPN", "flow", "fuse", "semantic head", "detector", "panoptic head", "post-processing + tracking"}
+    assert set(result["memory_over_clip"]["after"]) == {"10", "30"}
+    assert (tmp_path / "vpsnet-fps-cpu-quick.md").is_file()
