@@ -4,46 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
+from tests.helpers.configs import TINY_FEELVOS, compose_config
 from vidseg.data.davis import list_sequences, sequence_paths
 from vidseg.data.io import read_image, read_mask, write_mask
 from vidseg.evaluate import evaluate
 from vidseg.predict import predict
 from vidseg.train import train
 
-# A network small enough to train a few steps in seconds on CPU.
-TINY_MODEL = [
-    "backbone=resnet18",
-    "model.net.decoder.decoder_channels=16",
-    "model.net.decoder.aspp_channels=16",
-    "model.net.embedding_dim=8",
-    "model.net.head_channels=16",
-    "model.net.head_kernel=3",
-    "model.net.head_layers=1",
-    "model.net.local_max_distance=3",
-    "model.net.max_reference_per_object=64",
-]
-
-
-def compose_config(name: str, output_dir: Path, overrides: list[str]):
-    """Compose ``conf/<name>.yaml`` as ``python -m vidseg.<name>`` would, with its run dir at ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module("vidseg.conf", version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return cfg
+TINY_MODEL = TINY_FEELVOS
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ from vidseg.data.transforms import (
     remap_to_reference,
 )
 from vidseg.errors import DatasetLayoutError, MaskFormatError
-from vidseg.utils.seeding import global_rank, mix_seed, worker_init_fn
+from vidseg.utils.seeding import ReseedableRNG, worker_init_fn
 
 DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -234,7 +234,7 @@ def _check_pair(frame: Path, mask_path: Path, image: np.ndarray, mask: np.ndarra
 # ----------------------------------------------------------------------------------------------------------
 
 
-class DavisTrainDataset(Dataset):
+class DavisTrainDataset(ReseedableRNG, Dataset):
     """FEELVOS training samples: [reference, previous q, current q+1] frames of a random sequence.
 
     The reference is a random frame of the video (it may coincide with q or q+1). As in the official input
@@ -294,25 +294,9 @@ class DavisTrainDataset(Dataset):
         if not self.sequences:
             raise DatasetLayoutError(f"no training sequences in {root} ({split})")
         self.transform = build_clip_transform(self.crop_size, tuple(scale), hflip=hflip)
-        self._rng: np.random.Generator | None = None
-        self._rng_pid: int | None = None
 
     def __len__(self) -> int:
         return self.samples_per_epoch
-
-    def reseed(self, seed: int) -> None:
-        """Reset this dataset's RNG and its albumentations RNG from ``seed`` (mixed with the dataset seed)."""
-        self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(seed) % (2**63)]))
-        self.transform.set_random_seed(int(self._rng.integers(2**31)))
-        self._rng_pid = os.getpid()
-
-    def _generator(self) -> np.random.Generator:
-        # A forked worker without worker_init_fn would replay the parent's stream: reseed when the pid
-        # changes. torch.initial_seed() is the run seed in the main process and base_seed + worker_id in a
-        # worker, so this stays reproducible.
-        if self._rng is None or self._rng_pid != os.getpid():
-            self.reseed(mix_seed(torch.initial_seed(), global_rank()))
-        return self._rng
 
     def _draw(self, rng: np.random.Generator, seq_index: int) -> tuple[list[int], np.ndarray, np.ndarray, int] | None:
         """One sample of sequence ``seq_index``: (frame indices, images (3, H, W, 3) uint8, remapped masks

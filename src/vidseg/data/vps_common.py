@@ -61,7 +61,7 @@ from vidseg.data.panoptic import read_json, read_panoptic_png
 from vidseg.data.transforms import build_clip_transform
 from vidseg.data.vps_layout import VPSLayout
 from vidseg.errors import DatasetLayoutError, MaskFormatError
-from vidseg.utils.seeding import global_rank, mix_seed, worker_init_fn
+from vidseg.utils.seeding import ReseedableRNG, worker_init_fn
 
 # Instances smaller than this after augmentation are dropped (their pixels keep the bare class id, i.e.
 # ignored): a 4x4 fragment at the crop border is too small to learn a box, mask or track embedding from.
@@ -284,7 +284,7 @@ class _Frame:
     annotations: list
 
 
-class VPSTrainDataset(Dataset):
+class VPSTrainDataset(ReseedableRNG, Dataset):
     """Annotated frame + reference frame (the previous or next annotated frame of its video), augmented once.
 
     Reads the published training files: ``instances_<split>..json`` (images, COCO RLE instance masks with
@@ -324,8 +324,6 @@ class VPSTrainDataset(Dataset):
         self.seed = int(seed)
         self.frames, self.neighbours = self._index(ann_path)
         self.transform = build_clip_transform(self.crop_size, (float(scale[0]), float(scale[1])), hflip=hflip)
-        self._rng: np.random.Generator | None = None
-        self._rng_pid: int | None = None
 
     def _index(self, ann_path: Path) -> tuple[list[_Frame], list[list[int]]]:
         data = read_json(ann_path, what=f"{self.info.layout.name} instances JSON")
@@ -363,18 +361,6 @@ class VPSTrainDataset(Dataset):
 
     def __len__(self) -> int:
         return self.repeat * len(self.frames)
-
-    def reseed(self, seed: int) -> None:
-        """Reset the dataset RNG and albumentations' Compose RNG from ``seed`` mixed with the dataset seed."""
-        self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(seed) % (2**63)]))
-        self.transform.set_random_seed(int(self._rng.integers(2**31)))
-        self._rng_pid = os.getpid()
-
-    def _generator(self) -> np.random.Generator:
-        # A forked worker without worker_init_fn would replay the parent's stream: reseed when the pid changes.
-        if self._rng is None or self._rng_pid != os.getpid():
-            self.reseed(mix_seed(torch.initial_seed(), global_rank()))
-        return self._rng
 
     def _read(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """image (H, W, 3) uint8, labels (H, W) uint16 = class | (instance slot << 8), kept annotations."""

@@ -6,6 +6,7 @@ worker with a seed that depends only on the run's seed, the epoch, the worker an
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -59,3 +60,31 @@ def worker_init_fn(worker_id: int) -> None:
     torch.manual_seed(seed)
     for dataset in _reseedable(info.dataset):
         dataset.reseed(seed)
+
+
+class ReseedableRNG:
+    """Mixin for training datasets that draw samples and augmentations at random.
+
+    The dataset sets ``self.seed`` (int) and ``self.transform`` (an albumentations Compose, whose own RNG must
+    be reseeded too); :func:`worker_init_fn` calls :meth:`reseed` in each worker, and :meth:`_generator`
+    gives the RNG to draw from.
+    """
+
+    seed: int
+    transform: Any
+    _rng: np.random.Generator | None = None
+    _rng_pid: int | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Reset this dataset's RNG and its albumentations RNG from ``seed`` (mixed with the dataset seed)."""
+        self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(seed) % (2**63)]))
+        self.transform.set_random_seed(int(self._rng.integers(2**31)))
+        self._rng_pid = os.getpid()
+
+    def _generator(self) -> np.random.Generator:
+        # A forked worker without worker_init_fn would replay the parent's stream: reseed when the pid
+        # changes. torch.initial_seed() is the run seed in the main process and base_seed + worker_id in a
+        # worker, so this stays reproducible.
+        if self._rng is None or self._rng_pid != os.getpid():
+            self.reseed(mix_seed(torch.initial_seed(), global_rank()))
+        return self._rng
