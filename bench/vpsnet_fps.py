@@ -71,8 +71,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Modules that inference calls through a method other than forward (forward hooks would never fire).
+INFERENCE_METHODS = {"detector": "detect"}
+
+
+class _Restore:
+    """Undo a method wrapper; the same ``remove()`` as a hook handle."""
+
+    def __init__(self, module, attribute: str) -> None:
+        self.module, self.attribute = module, attribute
+
+    def remove(self) -> None:
+        delattr(self.module, self.attribute)  # the class's method shows through again
+
+
 class ModuleTimer:
-    """Wall time spent in each named top-level module of VPSNet (forward hooks)."""
+    """Wall time spent in each named top-level module of VPSNet (forward hooks, or a wrapper around the method
+    inference calls, see INFERENCE_METHODS)."""
 
     def __init__(self, model, device: torch.device) -> None:
         self.device, self.times, self._start, self.handles = device, defaultdict(float), {}, []
@@ -80,8 +95,23 @@ class ModuleTimer:
             module = getattr(model, name, None)
             if module is None:
                 continue
+            if name in INFERENCE_METHODS:
+                self.handles.append(self._wrap(name, module, INFERENCE_METHODS[name]))
+                continue
             self.handles.append(module.register_forward_pre_hook(self._pre(name)))
             self.handles.append(module.register_forward_hook(self._post(name)))
+
+    def _wrap(self, name: str, module, attribute: str) -> _Restore:
+        method = getattr(module, attribute)
+
+        def timed(*args, **kwargs):
+            self._pre(name)(module, args)
+            out = method(*args, **kwargs)
+            self._post(name)(module, args, out)
+            return out
+
+        setattr(module, attribute, timed)
+        return _Restore(module, attribute)
 
     def _pre(self, name):
         def hook(module, args):
