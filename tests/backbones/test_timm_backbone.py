@@ -65,3 +65,6 @@ def test_timm_frozen_bn_and_errors():
         get_backbone("no_such_model", library="timm")
     with pytest.raises(ValueError, match="unknown backbone library"):
         get_backbone("resnet18", library="keras")
+    # a model timm cannot dilate: a clear error naming it and the stride, not timm's TypeError
+    with pytest.raises(ValueError, match=r"'vit_tiny_patch16_224' cannot be built.*output stride 8"):
+        get_backbone("vit_tiny_patch16_224", library="timm", output_stride=8)
