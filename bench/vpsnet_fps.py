@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
               "paper_fps": PAPER_FPS, "sizes": rows, "memory_over_clip": memory}
     lines = [f"# VPSNet fusetrack inference ({result['network']}, {device})", "",
              f"Paper: {PAPER_FPS} fps at 1024x2048 (GPU). Detections capped at {args.detections}/frame.", "",
-             "| size | fps | ms/frame | " + " | ".join(rows[0]["breakdown_ms"]) + " | peak MiB |",
+             "| size | fps | ms/frame | " + " | ".join(rows[0]["breakdown_ms"])
+             + (" | peak CUDA MiB |" if device.type == "cuda" else " | process peak RSS so far, MiB |"),
              "|" + "---|" * (4 + len(rows[0]["breakdown_ms"]))]
     for r in rows:
         lines.append(f"| {r['size'][0]}x{r['size'][1]} | {r['fps']:.2f} | {r['ms_per_frame']:.0f} | "
