@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from vidseg.data.davis import list_sequences, sequence_paths
+from typing import TYPE_CHECKING
+
+from vidseg.data.davis_layout import list_sequences, sequence_paths
 from vidseg.data.io import read_image, read_mask, write_json_atomic, write_mask
-from vidseg.data.video import OverlayVideoWriter, read_video_frames, video_fps
 from vidseg.errors import DataError
-from vidseg.inference.checkpoint import checkpoint_fingerprint
-from vidseg.inference.vos import VOSPredictor
 from vidseg.metrics.davis_eval import DavisResults, evaluate_folder, format_table, write_results
-from vidseg.utils.device import resolve_device
+
+# torch, Lightning and the model are imported only where a checkpoint is run: scoring a results folder
+# (``predictions=``) needs none of them, and importing them costs seconds.
+if TYPE_CHECKING:
+    from vidseg.inference.vos import VOSPredictor
 
 
 def _frames(paths: list[Path]) -> Iterator[np.ndarray]:
@@ -73,6 +76,10 @@ def evaluate_vos(cfg: DictConfig) -> DavisResults:
     if cfg.predictions is not None:
         results_dir = Path(cfg.predictions)
     else:
+        from vidseg.inference.checkpoint import checkpoint_fingerprint
+        from vidseg.inference.vos import VOSPredictor
+        from vidseg.utils.device import resolve_device
+
         ckpt = Path(cfg.ckpt)
         predictor = VOSPredictor.from_checkpoint(ckpt, device=resolve_device(cfg.device), precision=str(cfg.precision))
         results_dir = output_dir / "masks"
@@ -99,6 +106,10 @@ def predict_vos(cfg: DictConfig) -> dict:
     if cfg.get("mask") is None:
         raise DataError("task=vos needs the first frame's objects: add mask=<indexed PNG of the first frame, "
                         "pixel value = object id, 0 = background>")
+    from vidseg.data.video import OverlayVideoWriter, read_video_frames, video_fps
+    from vidseg.inference.vos import VOSPredictor
+    from vidseg.utils.device import resolve_device
+
     input_path, output = Path(cfg.input), Path(cfg.output)
     first_mask = read_mask(cfg.mask)
     frames = iter(read_video_frames(input_path))
