@@ -21,3 +21,19 @@ class MaskFormatError(DataError):
 
 class SubmissionError(DataError):
     """A VPS submission (pan_pred PNGs + pred.json) that does not follow the COCO-panoptic format."""
+
+
+class TrainingStopped(Exception):
+    """Training was stopped by a signal (SIGTERM, SIGINT) after ``last.ckpt`` was written.
+
+    Not an error: the CLI prints how to resume and exits with 128 + the signal number, as the shell would.
+    """
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str | None) -> None:
+        import signal
+
+        self.signal_name, self.step, self.checkpoint = signal_name, int(step), checkpoint
+        self.signal_number = int(getattr(signal, signal_name))
+        where = f"; resume with ckpt_path={checkpoint}" if checkpoint else ""
+        super().__init__(f"training stopped by {signal_name} at step {step}{where}")
+

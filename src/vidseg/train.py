@@ -1,7 +1,9 @@
 """Train a model: ``python -m vidseg.train task=<vos|vps> [experiment=toy_vos] [trainer=gpu|ddp] [data.root=...]``.
 
 Everything is built from the Hydra config; outputs (checkpoints, CSV logs, the resolved config) go to the
-Hydra run directory. ``ckpt_path=<file>`` resumes a run.
+Hydra run directory. ``<run>/checkpoints/last.ckpt`` is kept fresh every ``callbacks.last_checkpoint.every_n_steps``
+steps and ``every_minutes`` minutes, and written on SIGTERM/SIGINT; ``ckpt_path=<last.ckpt>`` resumes the run
+where it stopped, drawing the same data and randomness as an uninterrupted run would (see vidseg.training).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
 from vidseg.errors import DataError
 from vidseg.tasks import get_task
+from vidseg.training import AtomicCheckpointIO, LastCheckpoint, TrainingStopped
 from vidseg.utils.cli import run_cli
 
 
@@ -30,7 +35,16 @@ def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if not loggers:  # logger=none: the learning-rate monitor has nowhere to write and would refuse to start
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    # Every checkpoint is written to a temporary file and renamed: a kill during a save never truncates one.
+    overrides.setdefault("plugins", [AtomicCheckpointIO()])
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def _last_checkpoint(trainer: pl.Trainer) -> str | None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, LastCheckpoint) and callback.last_path:
+            return callback.last_path
+    return getattr(trainer.checkpoint_callback, "last_model_path", "") or None
 
 
 def train(cfg: DictConfig) -> dict:
@@ -43,13 +57,16 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     task = build_task(cfg.model)
     trainer = build_trainer(cfg)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:  # Lightning stops at the end of a step; LastCheckpoint has saved it
+        raise TrainingStopped("SIGTERM", trainer.global_step, _last_checkpoint(trainer)) from None
 
     checkpoint = trainer.checkpoint_callback
     result = {
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
         "best_checkpoint": getattr(checkpoint, "best_model_path", "") or None,
-        "last_checkpoint": getattr(checkpoint, "last_model_path", "") or None,
+        "last_checkpoint": _last_checkpoint(trainer),
         "output_dir": trainer.default_root_dir,
     }
     if trainer.is_global_zero:

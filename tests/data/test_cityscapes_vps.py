@@ -21,6 +21,7 @@ from vidseg.data.cityscapes_vps import (
     collate_train,
 )
 from vidseg.data.io import write_image
+from vidseg.data.sampling import EpochSampler
 from vidseg.data.vps_layout import CITYSCAPES_VPS
 from vidseg.errors import DatasetLayoutError, MaskFormatError
 from vidseg.utils.seeding import worker_init_fn
@@ -83,9 +84,9 @@ def test_tracks_match_between_target_and_reference(toy_cityscapes_vps_root: Path
 def test_reference_is_a_neighbouring_annotated_frame(toy_cityscapes_vps_root: Path) -> None:
     ds = _train(toy_cityscapes_vps_root)
     offsets: dict[int, set[int]] = {}
-    for _ in range(8):
+    for epoch in range(8):  # the reference draw depends on (epoch, index)
         for index in range(len(ds)):
-            item = ds[index]
+            item = ds[(epoch, index)]
             frames = [CITYSCAPES_VPS.frame_index_of(n) for n in item["file_names"]]
             assert item["file_names"][0][:4] == item["file_names"][1][:4]  # never another video
             offsets.setdefault(frames[0], set()).add(frames[1] - frames[0])
@@ -131,24 +132,22 @@ def test_padding_uses_mean_colour_and_void(toy_cityscapes_vps_root: Path) -> Non
 # --------------------------------------------------------------------------------------------------- seeding
 
 
-def test_reseed_is_reproducible_and_workers_differ(toy_cityscapes_vps_root: Path) -> None:
+def test_draws_depend_on_seed_epoch_and_index_only(toy_cityscapes_vps_root: Path) -> None:
     ds = _train(toy_cityscapes_vps_root)
-    ds.reseed(7)
-    a = ds[0]["images"]
-    ds.reseed(7)
-    assert torch.equal(ds[0]["images"], a)
-    ds.reseed(8)
-    assert not torch.equal(ds[0]["images"], a)
+    a = ds[(0, 0)]["images"]
+    ds.reseed(8)  # a worker's reseed does not change what an item draws
+    assert torch.equal(ds[(0, 0)]["images"], a)
+    assert not torch.equal(ds[(1, 0)]["images"], a)  # another epoch, another draw
+    other_seed = _train(toy_cityscapes_vps_root)
+    other_seed.seed = ds.seed + 1
+    assert not torch.equal(other_seed[(0, 0)]["images"], a)
 
-    def run() -> list[bytes]:
-        torch.manual_seed(3)
-        loader = DataLoader(torch.utils.data.Subset(ds, [0, 0, 0, 0]), batch_size=1, num_workers=2,
+    def run(workers: int) -> list[bytes]:
+        loader = DataLoader(ds, batch_size=1, num_workers=workers, sampler=EpochSampler(len(ds), seed=0),
                             worker_init_fn=worker_init_fn, collate_fn=collate_train)
         return [b["images"].numpy().tobytes() for b in loader]
 
-    first = run()
-    assert first[0] != first[1]  # the same frame in workers 0 and 1: different draws
-    assert run() == first  # reproducible from the torch seed
+    assert run(2) == run(0)  # the same samples whatever the number of workers
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -22,6 +22,7 @@ from vidseg.data.davis import (
     list_sequences,
     sequence_paths,
 )
+from vidseg.data.sampling import EpochSampler
 from vidseg.data.io import read_mask, write_image, write_mask
 from vidseg.errors import MaskFormatError
 from vidseg.utils.seeding import worker_init_fn
@@ -287,23 +288,29 @@ def _signature(batch: dict) -> bytes:
     return batch["images"].numpy().tobytes()
 
 
-def test_workers_and_epochs_get_different_augmentations(tmp_path: Path) -> None:
+def test_draws_depend_on_epoch_and_index_only(tmp_path: Path) -> None:
     # One static sequence: only the albumentations draw (crop, scale, flip) distinguishes samples, so this
-    # catches workers that share the parent's Compose RNG.
+    # catches items that share an RNG stream or a worker's copy of the parent's Compose RNG.
     root = make_davis_root(tmp_path / "static", {"seq": static_sequence(frames=2, h=40, w=56)})
-    ds = DavisTrainDataset(root, crop_size=(32, 40), samples_per_epoch=4, min_object_pixels=1, seed=0)
+    ds = DavisTrainDataset(root, crop_size=(32, 40), samples_per_epoch=6, min_object_pixels=1, seed=0)
 
-    def run(epochs: int) -> list[list[bytes]]:
-        torch.manual_seed(123)
-        loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
-                            persistent_workers=True, collate_fn=collate_train)
-        return [[_signature(b) for b in loader] for _ in range(epochs)]
+    def run(epochs: int, workers: int, skip: int = 0) -> list[list[bytes]]:
+        sampler = EpochSampler(len(ds), seed=0)
+        loader = DataLoader(ds, batch_size=1, sampler=sampler, num_workers=workers, worker_init_fn=worker_init_fn,
+                            persistent_workers=workers > 0, collate_fn=collate_train)
+        out = []
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            if skip and epoch == epochs - 1:
+                sampler.skip_batches(epoch, skip, batch_size=1)
+            out.append([_signature(b) for b in loader])
+        return out
 
-    first = run(2)
-    epoch0, epoch1 = first
-    assert epoch0[0] != epoch0[1]  # items 0 and 1 come from workers 0 and 1
-    assert len(set(epoch0)) == 4 and set(epoch0) != set(epoch1)  # workers and epochs differ
-    assert run(1)[0] == epoch0  # reproducible from the torch seed
+    epoch0, epoch1 = run(2, workers=2)
+    assert len(set(epoch0)) == 6 and set(epoch0) != set(epoch1)  # items and epochs differ
+    assert run(2, workers=0) == [epoch0, epoch1]  # the same draws whatever the workers
+    assert run(2, workers=1, skip=4)[1] == epoch1[4:]  # a resumed pass continues the uninterrupted one
+    assert ds[(1, 3)]["images"].equal(ds[(1, 3)]["images"])  # an item is a function of its key
 
 
 @pytest.fixture
@@ -318,23 +325,29 @@ def restore_global_rngs():
     torch.set_rng_state(states[2])
 
 
-def test_worker_init_fn_mixes_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_global_rngs):
+def test_worker_init_fn_mixes_rank(monkeypatch: pytest.MonkeyPatch, restore_global_rngs):
     import vidseg.utils.seeding as seeding
-
-    root = make_davis_root(tmp_path / "static", {"seq": static_sequence(frames=2, h=40, w=56)})
-    ds = DavisTrainDataset(root, crop_size=(32, 40), samples_per_epoch=2, min_object_pixels=1, seed=0)
 
     class Info:
         seed = 1234
-        dataset = ds
+        dataset = None
 
     monkeypatch.setattr(seeding, "get_worker_info", lambda: Info)
-    signatures = []
+    seeds = []
     for rank in (0, 1, 0):
         monkeypatch.setattr(seeding, "global_rank", lambda rank=rank: rank)
         worker_init_fn(0)
-        signatures.append(ds[0]["images"].numpy().tobytes())
-    assert signatures[0] != signatures[1] and signatures[0] == signatures[2]
+        seeds.append(torch.initial_seed())
+    assert seeds[0] != seeds[1] and seeds[0] == seeds[2]
+
+
+def test_ranks_draw_disjoint_items_of_one_epoch_order() -> None:
+    shares = [list(EpochSampler(10, seed=3, num_replicas=3, rank=r)) for r in range(3)]
+    keys = [k for share in shares for k in share]
+    assert all(len(s) == 3 for s in shares) and len(set(keys)) == 9  # 10 // 3 each, no item twice
+    assert {e for e, _ in keys} == {0}
+    order = EpochSampler(10, seed=3).order(0)
+    assert [i for _, i in shares[1]] == list(order[:9][1::3])
 
 
 # ----------------------------------------------------------------------------------------------- eval dataset

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidseg.constants import IGNORE_LABEL
 from vidseg.data.collate import collate_single
 from vidseg.data.io import read_image, read_mask
+from vidseg.data.sampling import split_epoch_index, train_sampler
 from vidseg.data.transforms import (
     apply_clip_transform,
     build_clip_transform,
@@ -96,9 +97,10 @@ class DavisTrainDataset(ReseedableRNG, Dataset):
     in the other sequences. Objects are never turned into background to pass the check (that would teach
     the model to call a visible object background); a dataset where no sample passes is an error.
 
-    The item index is ignored: each item draws a sequence uniformly from the dataset's own RNG, so
-    ``len(dataset) == samples_per_epoch``. The RNG is seeded from ``seed``, the torch seed and the rank
-    on first use, and reseeded per worker by ``worker_init_fn``.
+    Each item draws a sequence uniformly, so ``len(dataset) == samples_per_epoch``. The item key is an
+    ``(epoch, index)`` pair from :class:`~vidseg.data.sampling.EpochSampler` (a plain index means epoch 0),
+    and every draw of the item comes from an RNG seeded by ``(seed, epoch, index)`` only: a resumed run,
+    or one with another number of workers, sees the same samples.
 
     Item: {"images": (3, 3, H, W) uint8, "masks": (3, H, W) int64, "num_objects": int,
     "sequence": str, "frame_indices": (3,) int64} with (H, W) = crop_size.
@@ -172,8 +174,8 @@ class DavisTrainDataset(ReseedableRNG, Dataset):
         remapped, n = remap_to_reference(np.concatenate([ref_label, pair_labels]), 0)
         return idx, np.concatenate([ref_image, pair_images]), remapped, n
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = self._generator()
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        rng = self.item_generator(*split_epoch_index(index))
         # A uniformly drawn sequence first; the others only if it has no sample that passes the check.
         order = rng.permutation(len(self.sequences))
         for seq_index in order:
@@ -354,10 +356,11 @@ class DavisDataModule(pl.LightningDataModule):
         return dataset
 
     def train_dataloader(self) -> DataLoader:
+        dataset = self._require(self.train_dataset, "fit")
         return DataLoader(
-            self._require(self.train_dataset, "fit"),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=train_sampler(self.trainer, len(dataset), self.batch_size, seed=self.seed),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -58,6 +58,7 @@ from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
 from vidseg.data.collate import collate_single
 from vidseg.data.io import read_image
 from vidseg.data.panoptic import read_json, read_panoptic_png
+from vidseg.data.sampling import split_epoch_index, train_sampler
 from vidseg.data.transforms import build_clip_transform
 from vidseg.data.vps_layout import VPSLayout
 from vidseg.errors import DatasetLayoutError, MaskFormatError
@@ -412,8 +413,9 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         }
         return semantic, panoptic, instances
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = self._generator()
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = split_epoch_index(index)
+        rng = self.item_generator(epoch, index)
         i = index % len(self.frames)
         near = self.neighbours[i]
         j = near[int(rng.integers(len(near)))]
@@ -699,8 +701,10 @@ class VPSDataModule(pl.LightningDataModule):
         return dataset
 
     def train_dataloader(self) -> DataLoader:
+        dataset = self._require(self.train_dataset, "fit")
         return DataLoader(
-            self._require(self.train_dataset, "fit"), batch_size=self.batch_size, shuffle=True, drop_last=True,
+            dataset, batch_size=self.batch_size, drop_last=True,
+            sampler=train_sampler(self.trainer, len(dataset), self.batch_size, seed=self.seed),
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, worker_init_fn=worker_init_fn,
             collate_fn=collate_train, pin_memory=self.pin_memory,
         )

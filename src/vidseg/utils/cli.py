@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from vidseg.errors import DataError
+from vidseg.errors import DataError, TrainingStopped
 
 T = TypeVar("T")
 
@@ -23,6 +23,9 @@ def run_cli(work: Callable[[], T]) -> T:
     """
     try:
         return work()
+    except TrainingStopped as stop:  # not an error: the run was asked to stop and saved its state
+        print(f"vidseg: {stop}", file=sys.stderr)
+        raise SystemExit(128 + stop.signal_number) from None
     except USER_ERRORS as err:
         if os.environ.get("VIDSEG_DEBUG", "") not in ("", "0"):
             raise

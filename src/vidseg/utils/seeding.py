@@ -81,6 +81,17 @@ class ReseedableRNG:
         self.transform.set_random_seed(int(self._rng.integers(2**31)))
         self._rng_pid = os.getpid()
 
+    def item_generator(self, epoch: int, index: int) -> np.random.Generator:
+        """The RNG of one training item, from ``(dataset seed, epoch, index)`` only; reseeds the transform too.
+
+        Draws made from it do not depend on how many items this process drew before, on the worker or on
+        the number of workers, so a resumed run reproduces the uninterrupted one (see
+        :class:`vidseg.data.sampling.EpochSampler`, which gives each rank its own indices).
+        """
+        rng = np.random.default_rng(np.random.SeedSequence([int(self.seed) % (2**63), int(epoch), int(index)]))
+        self.transform.set_random_seed(int(rng.integers(2**31)))
+        return rng
+
     def _generator(self) -> np.random.Generator:
         # A forked worker without worker_init_fn would replay the parent's stream: reseed when the pid
         # changes. torch.initial_seed() is the run seed in the main process and base_seed + worker_id in a
