@@ -50,3 +50,26 @@ def test_compose_and_instantiate(case, entry_point, request, tmp_path):
             assert type(module) is spec.load("module")
         else:
             assert cfg.get("model") is None
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_a_gpu_is_used_by_default_when_present(entry_point, tmp_path, monkeypatch):
+    import torch
+
+    from vidseg.train import build_trainer
+    from vidseg.utils.device import resolve_device
+
+    cfg = compose_config(entry_point, tmp_path, ["task=vos"])
+    if entry_point == "train":
+        assert cfg.trainer.accelerator == "auto" and cfg.trainer.devices == 1
+        trainer = build_trainer(cfg)
+        expected = "cuda" if torch.cuda.is_available() else "cpu"
+        assert trainer.strategy.root_device.type == expected
+        forced = compose_config(entry_point, tmp_path / "cpu", ["task=vos", "trainer=cpu"])
+        assert forced.trainer.accelerator == "cpu"
+    else:
+        assert cfg.device == "auto"
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert resolve_device(cfg.device).type == "cuda"
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert resolve_device(cfg.device).type == "cpu"

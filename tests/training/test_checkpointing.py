@@ -1,0 +1,77 @@
+"""AtomicCheckpointIO and LastCheckpoint in-process (the kill / signal behaviour is in tests/test_fault_tolerance.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import vidseg.training.checkpointing as checkpointing
+from vidseg.data.sampling import EpochSampler, batches_done_in_epoch
+from vidseg.training import AtomicCheckpointIO, LastCheckpoint
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_save_replaces_the_file_with_normal_permissions(tmp_path):
+    path = tmp_path / "ckpts" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, path)
+    io.save_checkpoint({"global_step": 2}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 2
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary left behind
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, path)
+
+    def broken_save(obj, handle, *args, **kwargs):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpointing.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"global_step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_last_checkpoint_refuses_negative_intervals(tmp_path):
+    with pytest.raises(ValueError, match="0 turns a trigger off"):
+        LastCheckpoint(tmp_path, every_n_steps=-1)
+
+
+class _Trainer:
+    def __init__(self, global_step: int, current_epoch: int, accumulate: int = 1) -> None:
+        self.global_step, self.current_epoch, self.accumulate_grad_batches = global_step, current_epoch, accumulate
+
+
+@pytest.mark.parametrize("step, epoch, accumulate, expected", [
+    (0, 0, 1, 0),    # fresh start
+    (3, 0, 1, 3),    # mid-epoch 0
+    (6, 1, 1, 2),    # mid-epoch 1 (4 batches per epoch)
+    (4, 1, 1, 0),    # at an epoch boundary
+    (4, 0, 1, 0),    # saved on the last batch of epoch 0, epoch not yet counted
+    (3, 1, 2, 2),    # gradient accumulation: 3 steps x 2 batches - 4
+])
+def test_batches_done_in_epoch(step, epoch, accumulate, expected):
+    assert batches_done_in_epoch(_Trainer(step, epoch, accumulate), batches_per_epoch=4) == expected
+
+
+def test_skipped_pass_is_the_tail_of_the_full_pass_and_only_once():
+    sampler = EpochSampler(12, seed=5)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.skip_batches(2, 2, batch_size=3)
+    assert list(sampler) == full[6:]
+    assert list(sampler) == full  # the next pass over the same epoch is whole again
+    assert all(e == 2 for e, _ in full) and sorted(i for _, i in full) == list(range(12))
