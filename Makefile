@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 TEST_WORKERS ?= 2
 
-.PHONY: install demo demo-vos demo-vps test test-slow test-gpu lint bench clean
+.PHONY: install demo demo-vos demo-vps test test-slow test-gpu lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: install
 	$(PY) -m bench.feelvos_fps --out bench/results
 	$(PY) -m bench.vpq --out bench/results
 	$(PY) -m bench.vpsnet_fps --out bench/results
+	$(PY) -m bench.jf_speed --out bench/results
+
+## The prepared GPU run (bench/gpu_check.sh: checks, ops, FEELVOS, VPSNet, training; <= 7 min on an H200),
+## results in GPU_CHECK_OUT (default outputs/gpu-check). On CPU: make gpu-check GPU_CHECK_ARGS=--smoke
+gpu-check:
+	bash bench/gpu_check.sh $(or $(GPU_CHECK_OUT),outputs/gpu-check) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs build dist src/*.egg-info

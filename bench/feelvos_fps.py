@@ -10,8 +10,13 @@ evaluate) and frames are streamed through ``predictor.track`` (one backbone pass
 local matching to frame t-1, the per-object head). Decoding and writing PNGs are not timed. "naive" swaps
 the matching for the baselines of prior code (torch.cdist full-matrix global matching, CFBI-style F.unfold
 local matching) and changes nothing else. Random weights: the speed of a network does not depend on its
-training. The paper reports 0.51 s/frame (DAVIS 2017, GPU). Writes feelvos-fps-<device>[-quick].md and
-.json under --out.
+training. The paper reports 0.51 s/frame (DAVIS 2017, GPU). On a GPU:
+
+    python -m bench.feelvos_fps --device cuda --precision 32,bf16-mixed --frames 12 [--compile both]
+
+``--compile on`` wraps the feature extractor, embedding head and segmentation head in torch.compile (the
+matching custom ops stay opaque calls); compilation happens in the two warm-up frames, which are not timed.
+Writes feelvos-fps-<cpu|gpu>[-quick].md and .json under --out.
 """
 
 from __future__ import annotations
@@ -78,16 +83,61 @@ def time_video(predictor: VOSPredictor, frames: list[np.ndarray], first_mask: np
     return (time.perf_counter() - start) / (len(frames) - 2)
 
 
+def compile_network(predictor: VOSPredictor, backend: str) -> None:
+    """torch.compile the network's dense parts (DeepLab feature extractor, embedding head, segmentation head);
+    the matching ops are custom ops, so they stay single opaque calls inside the graphs."""
+    model = predictor.model
+    for name in ("feature_extractor", "embedding_head", "head"):
+        setattr(model, name, torch.compile(getattr(model, name), backend=backend, dynamic=False))
+
+
+def write_results(args: argparse.Namespace, argv: list[str] | None, rows: list[dict], height: int, width: int) -> str:
+    """<name>.md and .json under args.out; returns the markdown table."""
+    info = machine(args.device)
+    command = " ".join(["python -m bench.feelvos_fps", *(argv if argv is not None else sys.argv[1:])])
+    strides = sorted({r["output_stride"] for r in rows})
+
+    def cell(value, digits=3):
+        return f"{value:.{digits}f}" if value is not None else ""
+
+    lines = [f"# FEELVOS inference, {height}x{width}, 3 objects, output stride "
+             f"{'/'.join(map(str, strides))}, paper config as evaluate runs it ({args.device})", "",
+             f"Machine: {info.get('gpu', info['cpu'])}, {info['cpu_count']} cores, torch {info['torch']}"
+             f"{', triton ' + info['triton'] if 'triton' in info else ''}, {info['date']}. Command: `{command}`.",
+             "",
+             "| backbone | precision | torch.compile | vidseg s/frame | vidseg fps | naive ops s/frame | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backbone']} | {r['precision']} | {r['compile'] or 'no'} | "
+                     f"{cell(r['vidseg_s_per_frame'])} | {cell(r['vidseg_fps'], 2)} | {cell(r['naive_s_per_frame'])} | "
+                     f"{cell(r['speedup'], 2) + 'x' if r['speedup'] else ''} |")
+    lines += ["", "Paper (FEELVOS, GPU): 0.51 s/frame on DAVIS 2017."]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.name or f"feelvos-fps-{'gpu' if args.device == 'cuda' else 'cpu'}{'-quick' if args.quick else ''}"
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="32")
+    parser.add_argument("--precision", default="32", help="one or more of 32, bf16-mixed, 16-mixed (comma-separated)")
     parser.add_argument("--frames", type=int, default=5, help="frames per timing (2 are warm-up)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backbones", default="resnet101,mobilenet_v3_large")
+    parser.add_argument("--methods", default="vidseg,naive", help="vidseg and/or naive (comma-separated)")
+    parser.add_argument("--compile", default="off", choices=("off", "on", "both"),
+                        help="torch.compile the network (compile time is excluded: it happens in the warm-up frames)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager for a quick "
+                        "check of the plumbing)")
+    parser.add_argument("--name", default=None, help="file stem (default feelvos-fps-<cpu|gpu>[-quick])")
     args = parser.parse_args(argv)
     height, width = (120, 214) if args.quick else (480, 854)
+    methods = args.methods.split(",")
+    compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.frames)]
@@ -103,43 +153,37 @@ def main(argv: list[str] | None = None) -> None:
         net = paper_net_config(backbone)
         # evaluate's path: checkpoint -> VOSPredictor.from_checkpoint (re-dilated to net.inference_output_stride)
         ckpt = save_random_checkpoint(net, workdir / f"{backbone}.ckpt")
-        predictor = VOSPredictor.from_checkpoint(ckpt, device=args.device, precision=args.precision)
-        stride = predictor.model.output_stride
-        seconds = {}
-        for method in ("vidseg", "naive"):
-            saved = feelvos_model.global_matching, feelvos_model.local_matching
-            if method == "naive":
-                feelvos_model.global_matching, feelvos_model.local_matching = naive_global, naive_local
-            try:
-                seconds[method] = time_video(predictor, frames, first_mask, args.device)
-            finally:
-                feelvos_model.global_matching, feelvos_model.local_matching = saved
-            fps = 1 / seconds[method]
-            print(f"{backbone:20s} {method:7s} {seconds[method]:.3f} s/frame  {fps:.2f} fps", flush=True)
-        rows.append({"backbone": backbone, "size": f"{height}x{width}", "objects": 3, "precision": args.precision,
-                     "output_stride": stride,
-                     "vidseg_s_per_frame": seconds["vidseg"], "naive_s_per_frame": seconds["naive"],
-                     "speedup": seconds["naive"] / seconds["vidseg"]})
+        for precision in args.precision.split(","):
+            for compiled in compiles:
+                predictor = VOSPredictor.from_checkpoint(ckpt, device=args.device, precision=precision)
+                if compiled:
+                    compile_network(predictor, args.compile_backend)
+                stride = predictor.model.output_stride
+                seconds = {}
+                for method in methods:
+                    saved = feelvos_model.global_matching, feelvos_model.local_matching
+                    if method == "naive":
+                        feelvos_model.global_matching, feelvos_model.local_matching = naive_global, naive_local
+                    try:
+                        seconds[method] = time_video(predictor, frames, first_mask, args.device)
+                    finally:
+                        feelvos_model.global_matching, feelvos_model.local_matching = saved
+                    tag = f"{backbone} {precision} {'compiled' if compiled else 'eager'}"
+                    print(f"{tag:42s} {method:7s} {seconds[method]:.4f} s/frame  {1 / seconds[method]:.2f} fps",
+                          flush=True)
+                vidseg, naive = seconds.get("vidseg"), seconds.get("naive")
+                rows.append({"backbone": backbone, "size": f"{height}x{width}", "objects": 3, "precision": precision,
+                             "compile": args.compile_backend if compiled else None, "output_stride": stride,
+                             "timed_frames": args.frames - 2,
+                             "vidseg_s_per_frame": vidseg, "naive_s_per_frame": naive,
+                             "vidseg_fps": 1 / vidseg if vidseg else None,
+                             "speedup": naive / vidseg if vidseg and naive else None})
+                write_results(args, argv, rows, height, width)  # after every row: a stopped run keeps its rows
+                del predictor
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+    print(write_results(args, argv, rows, height, width))
 
-    info = machine(args.device)
-    command = " ".join(["python -m bench.feelvos_fps", *(argv if argv is not None else sys.argv[1:])])
-    strides = sorted({r["output_stride"] for r in rows})
-    lines = [f"# FEELVOS inference, {height}x{width}, 3 objects, output stride "
-             f"{'/'.join(map(str, strides))}, paper config as evaluate runs it ({args.device})", "",
-             f"Machine: {info.get('gpu', info['cpu'])}, {info['cpu_count']} cores, torch {info['torch']}, "
-             f"{info['date']}. Command: `{command}`.",
-             "",
-             "| backbone | vidseg s/frame | vidseg fps | naive ops s/frame | speed-up |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {r['vidseg_s_per_frame']:.3f} | {1 / r['vidseg_s_per_frame']:.2f} | "
-                     f"{r['naive_s_per_frame']:.3f} | {r['speedup']:.2f}x |")
-    lines += ["", "Paper (FEELVOS, GPU): 0.51 s/frame on DAVIS 2017."]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"feelvos-fps-{args.device}{'-quick' if args.quick else ''}"
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (out / f"{name}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Benchmark vidseg.ops against the baselines of prior implementations, at the sizes of the issue.
 
-    python -m bench.ops --out bench/results            # full sizes: a few minutes on 2 CPU cores
-    python -m bench.ops --out bench/results --quick    # small sizes: seconds
+    python -m bench.ops --out bench/results                       # CPU, full sizes: a few minutes on 2 cores
+    python -m bench.ops --out bench/results --quick               # CPU, small sizes: seconds
+    python -m bench.ops --out bench/results --device cuda --sweep # GPU: + ceilings, floors, kernel settings
+    TRITON_INTERPRET=1 python -m bench.ops --smoke --out /tmp/x   # the GPU code path on CPU, tiny sizes
 
 Cases (full sizes):
 - local matching, DAVIS 480p at stride 4: 120x214, C=100, k=15 (31x31 window), 1/3/10 objects;
@@ -12,12 +14,22 @@ Cases (full sizes):
 - correlation, r=4, C=256 at VPSNet P2 of a 1024x2048 image (256x512); baseline: loop over the 81
   shifted slices.
 - flow warping, C=256 at 256x512 (F.grid_sample; no baseline).
+On the GPU, matching and correlation also run with bf16 inputs, the raw Triton search is timed apart from
+the whole op (which adds the exact-distance pass), and ``--sweep`` times a few kernel settings.
 
-Peak extra memory is the process's peak resident memory during the call minus its resident memory
-before it (VmHWM after resetting it through /proc/self/clear_refs) on CPU, and the allocator's peak on
-CUDA. Embeddings are scaled so that distances are O(1) (tanh not saturated) and outputs are compared
-with the vidseg result ("max |diff|").
-Writes ops-<device>[-quick].md and .json under --out.
+Timing. CPU: best of N wall-clock runs (the machine is shared). GPU (and ``--smoke``): CUDA events around
+each call, median over runs after warm-up, rotating over several input sets so that the 60 MB L2 does not
+flatter (the spread column is (p75 - p25) / median). Peak extra memory: on CPU the process's peak resident
+memory during the call minus its resident memory before it (VmHWM after resetting it through
+/proc/self/clear_refs); on CUDA the allocator's peak during one call minus what was allocated before.
+
+Floors (GPU): the larger of FLOPs / matrix rate and fewest bytes / copy bandwidth, with both ceilings
+measured in the same run (a 2 GB device-to-device copy; 8192^3 bf16 and TF32 matmuls on random data). The
+FLOPs are ops.md's: 2 * pairs * C (global: all pairs; local: the exact window; correlation: 81 offsets).
+fp32 inputs are ranked with 3xTF32, so their floor is three TF32 passes. ``floor %`` = floor / time.
+
+Embeddings are scaled so that distances are O(1) (tanh not saturated) and baseline outputs are compared
+with the vidseg result ("max |diff|"). Writes ops-<cpu|gpu>[-quick|-smoke].md and .json under --out.
 """
 
 from __future__ import annotations
@@ -29,8 +41,9 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -58,6 +71,12 @@ class Row:
     speedup: float  # baseline time / vidseg time on baseline rows, 1.0 on vidseg rows
     max_abs_diff: float  # against the vidseg output of the same case
     note: str = ""
+    dtype: str = "float32"
+    floor_s: float = 0.0  # 0 when no floor is known (CPU)
+    spread: float = 0.0  # (p75 - p25) / median of the timed runs (GPU, --smoke)
+    runs: int = 1
+    kernel: dict | None = None  # registers, spills, shared memory, PTX facts of the Triton kernel (GPU)
+    first_call_s: float = 0.0  # the first call alone: Triton JIT (or autotuning) included (GPU, --smoke)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -81,32 +100,76 @@ def _release_free_heap() -> None:
 
 
 def measure(fn: Callable[[], torch.Tensor], device: str, repeats: int) -> tuple[float, float, torch.Tensor]:
-    """Best-of-``repeats`` wall time (s), peak extra memory (MB) over the runs, and the last output.
+    """CPU: best-of-``repeats`` wall time (s), peak extra memory (MB) over the runs, and the last output.
     With repeats > 1 an unmeasured warm-up run comes first."""
     best, peak = float("inf"), 0.0
     out = fn() if repeats > 1 else None  # warm-up (lazy initialisation, allocator caches)
     for _ in range(repeats):
         out = None
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        else:
-            _release_free_heap()
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current resident size
-            before = _status_kb("VmRSS") * 1024
+        _release_free_heap()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident size
+        before = _status_kb("VmRSS") * 1024
         start = time.perf_counter()
         out = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        if device == "cuda":
-            extra = torch.cuda.max_memory_allocated() - before
-        else:
-            extra = _status_kb("VmHWM") * 1024 - before
+        extra = _status_kb("VmHWM") * 1024 - before
         best, peak = min(best, elapsed), max(peak, extra / 2**20)
     return best, peak, out
+
+
+class Clock:
+    """Times one call: CUDA events on the GPU, perf_counter after a synchronise elsewhere."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device == "cuda"
+
+    def time(self, fn: Callable[[], object]) -> tuple[float, object]:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3, out
+        begin = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - begin, out
+
+
+def measure_median(
+    fns: Sequence[Callable[[], torch.Tensor]], device: str, *, warmup: int, min_runs: int, max_runs: int,
+    min_seconds: float,
+) -> tuple[float, float, int, float, torch.Tensor, float]:
+    """Median time over runs that rotate through ``fns`` (one callable per input set), after ``warmup``
+    calls of each. Runs until ``min_runs`` and ``min_seconds`` are both reached, or ``max_runs``.
+
+    Returns (median s, spread, runs, peak extra MB of one call, output of fns[0], first call s: JIT included)."""
+    clock = Clock(device)
+    first, out = clock.time(fns[0])
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[float] = []
+    while len(times) < max_runs and (len(times) < min_runs or sum(times) < min_seconds):
+        elapsed, _ = clock.time(fns[len(times) % len(fns)])
+        times.append(elapsed)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fns[0]()
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    else:
+        out, peak = fns[0](), 0.0
+    median = statistics.median(times)
+    if len(times) >= 4:
+        q = statistics.quantiles(times, n=4)
+        spread = (q[2] - q[0]) / median
+    else:
+        spread = (max(times) - min(times)) / median
+    return median, spread, len(times), peak, out, first
 
 
 def machine(device: str) -> dict:
@@ -127,19 +190,102 @@ def machine(device: str) -> dict:
         "load_average_start": os.getloadavg(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
     if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=torch.cuda.get_device_name(), sm_count=props.multi_processor_count,
+                    gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                    capability=".".join(map(str, torch.cuda.get_device_capability())))
     return info
+
+
+def ceilings(device: str, smoke: bool) -> dict:
+    """Measured copy bandwidth (bytes read + written per second) and bf16 / TF32 matmul rates (FLOP/s)."""
+    clock = Clock(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    floats = (1 << 18) if smoke else (1 << 29)  # 2 GB of fp32 on the GPU
+    src = torch.rand(floats, device=device, generator=g)
+    dst = torch.empty_like(src)
+    runs = 3 if smoke else 10
+    copy = [clock.time(partial(dst.copy_, src))[0] for _ in range(runs + 1)][1:]
+    src = dst = None  # free 4 GB before the matmuls
+    n = 128 if smoke else 8192
+    result = {"copy_bytes_per_s": 2 * floats * 4 / statistics.median(copy), "matmul_n": n}
+    for name, dtype, tf32 in (("bf16", torch.bfloat16, False), ("tf32", torch.float32, True)):
+        a = torch.randn(n, n, device=device, generator=g).to(dtype)
+        b = torch.randn(n, n, device=device, generator=g).to(dtype)
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            times = [clock.time(partial(torch.matmul, a, b))[0] for _ in range(runs + 2)][2:]
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
+        result[f"{name}_flop_per_s"] = 2 * n**3 / statistics.median(times)
+        # the global-matching shape as one matmul (25,680 x 128 x 25,680): what the pair matrix alone costs
+        p = 256 if smoke else 25680
+        a = torch.randn(p, 128, device=device, generator=g).to(dtype)
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            times = [clock.time(partial(torch.matmul, a, a.T))[0] for _ in range(runs + 2)][2:]
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
+        result[f"{name}_pair_matrix_s"] = statistics.median(times)
+        result["pair_matrix_n"] = p
+        a = b = None
+    return result
+
+
+PTX: dict[str, str] = {}  # "<kernel> <dtype>" -> PTX of its first launch with the default settings
+
+
+def keep_ptx(name: str, dtype: str) -> None:
+    from vidseg.ops import triton_kernels as tk
+
+    handle = tk.LAST_COMPILED.get(name)
+    ptx = (getattr(handle, "asm", None) or {}).get("ptx") if handle is not None else None
+    if ptx and f"{name} {dtype}" not in PTX:
+        PTX[f"{name} {dtype}"] = ptx
+
+
+def kernel_report(name: str) -> dict | None:
+    """Registers, spills, shared memory and PTX facts of the last launch of a Triton kernel (CUDA only)."""
+    try:
+        from vidseg.ops import triton_kernels as tk
+    except ImportError:
+        return None
+    handle = tk.LAST_COMPILED.get(name)
+    if handle is None:
+        return None
+    report = {}
+    for key in ("n_regs", "n_spills"):
+        report[key] = getattr(handle, key, None)
+    metadata = getattr(handle, "metadata", None)
+    report["shared_bytes"] = getattr(metadata, "shared", None)
+    report["num_warps"] = getattr(metadata, "num_warps", None)
+    ptx = (getattr(handle, "asm", {}) or {}).get("ptx", "")
+    report["wgmma"] = ptx.count("wgmma.mma_async")
+    report["mma_sync"] = ptx.count("mma.sync")
+    lines = ptx.splitlines()
+    report["cp_async_16B"] = sum(1 for line in lines if "cp.async" in line and line.rstrip(";").endswith(", 16"))
+    report["cp_async"] = ptx.count("cp.async.")
+    report["ld_global_v4"] = ptx.count("ld.global.v4")
+    return report
 
 
 # ---------------------------------------------------------------------------------------------------
 # inputs
 
 
-def embeddings(shape: tuple[int, ...], device: str, seed: int) -> torch.Tensor:
+def embeddings(shape: tuple[int, ...], device: str, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Random embeddings with |x - y|^2 around 2 (unsaturated FEELVOS distances)."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g) / shape[1] ** 0.5).to(device)
+    return (torch.randn(shape, generator=g) / shape[1] ** 0.5).to(device=device, dtype=dtype)
 
 
 def blob_labels(batch: int, height: int, width: int, num_objects: int, device: str, seed: int) -> torch.Tensor:
@@ -210,93 +356,298 @@ def cdist_global(query, reference, labels, num_objects):
 
 
 # ---------------------------------------------------------------------------------------------------
+# kernel settings tried by --sweep (defaults first); each list is small: one compile costs ~1 s on the GPU
+
+SWEEP = {
+    "global": [{}, {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8}, {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8,
+               "num_stages": 2}, {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3},
+               {"BLOCK_K": 64}],
+    "local_tc": [{}, {"ROWS": 1, "num_warps": 4}, {"BX": 32, "ROWS": 2, "RN": 64, "num_warps": 4},
+                 {"BX": 32, "ROWS": 4, "RN": 64, "num_warps": 8}, {"BX": 128, "ROWS": 1, "RN": 256, "num_warps": 8},
+                 {"BLOCK_K": 64}],
+    "correlation": [{}, {"BX": 32, "BLOCK_K": 64}, {"BX": 64, "BLOCK_K": 64, "num_warps": 8},
+                    {"BX": 16, "BLOCK_K": 64, "num_warps": 2}],
+}
+
+
+def forward_backward(op: Callable, *inputs: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A callable timing op(*inputs) with the backward pass to its first two inputs (training's cost)."""
+    leaves = [x.detach().clone().requires_grad_(i < 2) for i, x in enumerate(inputs)]
+
+    def run() -> torch.Tensor:
+        with torch.enable_grad():
+            out = op(*leaves)
+            torch.autograd.grad(out.sum(), leaves[:2])
+        return out.detach()
+
+    return run
+
+
+def _sizes(args) -> dict:
+    if args.smoke:
+        return {"match": (12, 20, 16, 3), "band": 12, "corr": (8, 20, 16, 2), "sets": 2, "objects": (1, 3)}
+    if args.quick:
+        return {"match": (30, 54, 32, 7), "band": 30, "corr": (32, 64, 64, 4), "sets": 1, "objects": (1, 3, 10)}
+    return {"match": (120, 214, 100, 15), "band": 40 if args.device == "cuda" else 4, "corr": (256, 512, 256, 4),
+            "sets": 4 if args.device == "cuda" else 1, "objects": (1, 3, 10)}
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
-    device, quick = args.device, args.quick
+    device, impl = args.device, args.impl
+    median = device == "cuda" or args.smoke  # GPU timing protocol (the smoke run exercises it on CPU)
     info = machine(device)
+    if median:
+        info["ceilings"] = ceilings(device, args.smoke)
+    rates = info.get("ceilings")
+    sizes = _sizes(args)
     rows: list[Row] = []
+    fmt = ("{op:12s} {case:34s} {method:32s} {dtype:8s} {t:10.3f} ms {mem:9.1f} MB  x{speed:6.1f}  diff {diff:.1e}"
+           "{floor}")
 
-    def add(op, case, method, fn, repeats, ours=None, note=""):
-        """Measure ``fn``; baseline rows (``ours`` given) get a speed-up and a diff against it."""
-        t, mem, out = measure(fn, device, repeats)
+    def add(op, case, method, fns, *, ours=None, note="", dtype=torch.float32, floor=None, kernel=None, slow=False):
+        """Measure ``fns`` (one callable per input set); baseline rows (``ours`` given) get a speed-up and a
+        max |diff| against it. ``slow``: fewer runs (baselines)."""
+        if median:
+            if args.smoke:  # the interpreter: one run per input set exercises the protocol
+                runs = dict(warmup=0, min_runs=2, max_runs=2, min_seconds=0.0)
+            elif slow:
+                runs = dict(warmup=1, min_runs=3, max_runs=5, min_seconds=0.0)
+            else:
+                runs = dict(warmup=3, min_runs=20, max_runs=200, min_seconds=0.3)
+            t, spread, n, mem, out, first = measure_median(fns, device, **runs)
+        else:
+            t, mem, out = measure(fns[0], device, 1 if slow else 3)
+            spread, n, first = 0.0, 1 if slow else 3, 0.0
         speedup, diff = 1.0, 0.0
         if ours is not None:
             speedup, diff = t / ours[0], float((out.float() - ours[2].float()).abs().max())
-        rows.append(Row(op, case, method, t, mem, speedup, diff, note))
-        print(
-            f"{op:12s} {case:34s} {method:30s} {t * 1e3:10.1f} ms {mem:9.1f} MB  x{speedup:6.1f}  diff {diff:.1e}",
-            flush=True,
-        )
+        floor_s = floor or 0.0
+        row = Row(op, case, method, t, mem, speedup, diff, note, str(dtype).removeprefix("torch."), floor_s, spread, n,
+                  kernel_report(kernel) if kernel else None, first)
+        if kernel and not op.startswith("sweep"):
+            keep_ptx(kernel, row.dtype)
+        rows.append(row)
+        write_results(args, rows, info)  # after every row: a run stopped at its time limit keeps what it measured
+        floor_text = f"  floor {100 * floor_s / t:5.1f}%" if floor_s else ""
+        print(fmt.format(op=op, case=case, method=method, dtype=row.dtype, t=t * 1e3, mem=mem, speed=speedup,
+                         diff=diff, floor=floor_text), flush=True)
         return t, mem, out
 
+    def floor_of(flops: float, nbytes: float, dtype: torch.dtype) -> float | None:
+        if not rates:
+            return None
+        rate = rates["bf16_flop_per_s"] if dtype != torch.float32 else rates["tf32_flop_per_s"] / 3  # 3xTF32
+        return max(flops / rate, nbytes / rates["copy_bytes_per_s"])
+
     # FEELVOS matching at DAVIS 480p, stride 4
-    height, width, channels, k = (30, 54, 32, 7) if quick else (120, 214, 100, 15)
-    band = height if quick else 4
+    height, width, channels, k = sizes["match"]
+    pixels = height * width
     size = f"{height}x{width} C={channels}"
-    query = embeddings((1, channels, height, width), device, 0)
-    previous = embeddings((1, channels, height, width), device, 1)
-    for n in (1, 3, 10):
-        args = (query, previous, blob_labels(1, height, width, n, device, n), n)
+    sets = sizes["sets"]
+    dtypes = (torch.float32, torch.bfloat16) if median else (torch.float32,)
+    queries = [embeddings((1, channels, height, width), device, 10 * s) for s in range(sets)]
+    previous = [embeddings((1, channels, height, width), device, 10 * s + 1) for s in range(sets)]
+    from_triton = impl == "triton" or (impl == "auto" and device == "cuda")
+    if from_triton:
+        from vidseg.ops import triton_kernels as tk
+    objects = () if args.only_sweep else sizes["objects"]
+    for n in objects:
+        labels = [blob_labels(1, height, width, n, device, n + 100 * s) for s in range(sets)]
         case = f"{size} k={k} N={n}"
-        ours = add("local", case, "vidseg (auto)", partial(local_matching, *args, k), 3)
-        note = f"bands of {band} rows" if band < height else ""
-        add("local", case, "CFBI-style unfold", partial(cfbi_unfold_local, *args, k, band), 1, ours, note)
-        add("local", case, "TF-style 961 shifted slices", partial(tf_shifted_local, *args, k), 1, ours)
-    for n in (1, 3, 10):
-        args = (query, previous, blob_labels(1, height, width, n, device, n), n)
-        case = f"{size} all {height * width} ref px N={n}"
-        ours = add("global", case, "vidseg (auto)", partial(global_matching, *args), 2)
-        add("global", case, "cdist per object", partial(cdist_global, *args), 1, ours)
+        window_pairs = pixels * (2 * k + 1) ** 2
+        for dtype in dtypes:
+            nbytes = 2 * pixels * channels * dtype.itemsize + pixels * (8 + 12 * n)
+            floor = floor_of(2 * window_pairs * channels, nbytes, dtype)
+            fns = [partial(local_matching, q.to(dtype), p.to(dtype), lab, n, k, impl=impl)
+                   for q, p, lab in zip(queries, previous, labels, strict=True)]
+            ours = add("local", case, f"vidseg ({impl})", fns, dtype=dtype, floor=floor, kernel="local_tc")
+            if from_triton:
+                search = [partial(tk.local_argmin, q.to(dtype), p.to(dtype), lab, n, k, 1)
+                          for q, p, lab in zip(queries, previous, labels, strict=True)]
+                add("local", case, "vidseg raw search (tc)", search, dtype=dtype, floor=floor, kernel="local_tc")
+                if n == 3:
+                    direct = [partial(tk.local_argmin, q.to(dtype), p.to(dtype), lab, n, k, 1, kernel="direct")
+                              for q, p, lab in zip(queries, previous, labels, strict=True)]
+                    add("local", case, "vidseg raw search (direct)", direct, dtype=dtype, floor=floor,
+                        kernel="local_direct")
+            if median and n == 3:
+                op = partial(local_matching, num_objects=n, max_distance=k, impl=impl)
+                fns = [forward_backward(op, q.to(dtype), p.to(dtype), lab)
+                       for q, p, lab in zip(queries, previous, labels, strict=True)]
+                add("local", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
+            if dtype != torch.float32:
+                continue
+            args0 = (queries[0], previous[0], labels[0], n)
+            band = sizes["band"]
+            note = f"bands of {band} rows" if band < height else ""
+            add("local", case, "CFBI-style unfold", [partial(cfbi_unfold_local, *args0, k, band)], ours=ours,
+                note=note, slow=True)
+            add("local", case, "TF-style 961 shifted slices", [partial(tf_shifted_local, *args0, k)], ours=ours,
+                slow=True)
+    for n in objects:
+        labels = [blob_labels(1, height, width, n, device, n + 100 * s) for s in range(sets)]
+        case = f"{size} all {pixels} ref px N={n}"
+        for dtype in dtypes:
+            nbytes = 2 * pixels * channels * dtype.itemsize + pixels * (8 + 12 * n)
+            floor = floor_of(2 * pixels * pixels * channels, nbytes, dtype)
+            fns = [partial(global_matching, q.to(dtype), p.to(dtype), lab, n, impl=impl)
+                   for q, p, lab in zip(queries, previous, labels, strict=True)]
+            ours = add("global", case, f"vidseg ({impl})", fns, dtype=dtype, floor=floor, kernel="global")
+            if from_triton:
+                search = [partial(tk.global_argmin, q.to(dtype), p.to(dtype), lab, n)
+                          for q, p, lab in zip(queries, previous, labels, strict=True)]
+                add("global", case, "vidseg raw search", search, dtype=dtype, floor=floor, kernel="global")
+            if median and n == 3:
+                op = partial(global_matching, num_objects=n, impl=impl)
+                fns = [forward_backward(op, q.to(dtype), p.to(dtype), lab)
+                       for q, p, lab in zip(queries, previous, labels, strict=True)]
+                add("global", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
+            if dtype == torch.float32:
+                add("global", case, "cdist per object", [partial(cdist_global, queries[0], previous[0], labels[0], n)],
+                    ours=ours, slow=True)
 
     # VPSNet fusion at P2 of a 1024x2048 image
-    height, width, channels, r = (32, 64, 64, 4) if quick else (256, 512, 256, 4)
-    x1 = embeddings((1, channels, height, width), device, 2)
-    x2 = embeddings((1, channels, height, width), device, 3)
+    height, width, channels, r = sizes["corr"]
+    pixels = height * width
+    span2 = (2 * r + 1) ** 2
+    x1s = [embeddings((1, channels, height, width), device, 20 + 2 * s) for s in range(sets)]
+    x2s = [embeddings((1, channels, height, width), device, 21 + 2 * s) for s in range(sets)]
     case = f"{height}x{width} C={channels} r={r}"
-    ours = add("correlation", case, "vidseg (auto)", partial(correlation, x1, x2, r), 3)
-    baseline = partial(correlation, x1, x2, r, impl="reference")
-    add("correlation", case, "81 shifted slices (reference)", baseline, 1, ours)
-    flow = 5 * torch.randn((1, 2, height, width), generator=torch.Generator().manual_seed(4)).to(device)
-    add(
-        "flow_warp",
-        f"{height}x{width} C={channels}",
-        "vidseg (F.grid_sample)",
-        partial(flow_warp, x1, flow),
-        3,
-    )
+    main_dtypes = () if args.only_sweep else dtypes
+    for dtype in main_dtypes:
+        nbytes = 2 * pixels * channels * dtype.itemsize + span2 * pixels * 4
+        floor = floor_of(2 * pixels * span2 * channels, nbytes, dtype)
+        fns = [partial(correlation, a.to(dtype), b.to(dtype), r, impl=impl) for a, b in zip(x1s, x2s, strict=True)]
+        ours = add("correlation", case, f"vidseg ({impl})", fns, dtype=dtype, floor=floor, kernel="correlation")
+        if median:
+            op = partial(correlation, max_displacement=r, impl=impl)
+            fns = [forward_backward(op, a.to(dtype), b.to(dtype)) for a, b in zip(x1s, x2s, strict=True)]
+            add("correlation", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
+        if dtype == torch.float32:
+            baseline = [partial(correlation, x1s[0], x2s[0], r, impl="reference")]
+            add("correlation", case, "81 shifted slices (reference)", baseline, ours=ours, slow=True)
+    flows = [5 * torch.randn((1, 2, height, width), generator=torch.Generator().manual_seed(4 + s)).to(device)
+             for s in range(sets)]
+    for dtype in main_dtypes:
+        floor = floor_of(0.0, 2 * pixels * channels * dtype.itemsize + 2 * pixels * 4, dtype)
+        fns = [partial(flow_warp, x.to(dtype), f) for x, f in zip(x1s, flows, strict=True)]
+        add("flow_warp", f"{height}x{width} C={channels}", "vidseg (F.grid_sample)", fns, dtype=dtype, floor=floor)
+
+    if args.ptx and PTX:
+        args.ptx.write_text("".join(f"// ===== {name}\n{text}\n" for name, text in PTX.items()))
+    if (args.sweep or args.only_sweep) and from_triton:
+        sweep(args, rows, add, floor_of, sizes, queries, previous, x1s, x2s)
     info["load_average_end"] = os.getloadavg()
-    info["command"] = "python -m bench.ops" + (" --quick" if quick else "") + f" --device {device}"
+    flags = [f"--device {device}"] + [f"--{f.replace('_', '-')}" for f in ("quick", "smoke", "sweep", "only_sweep")
+                                      if getattr(args, f)]
+    if impl != "auto":
+        flags.append(f"--impl {impl}")
+    info["command"] = "python -m bench.ops " + " ".join(flags)
     return rows, info
 
 
+def sweep(args, rows, add, floor_of, sizes, queries, previous, x1s, x2s) -> None:
+    """Time the raw Triton searches with a few kernel settings at N = 3, fp32 and bf16; fp32 also with
+    single TF32 products (faster, less accurate: its arg-min agreement with 3xTF32 is reported)."""
+    from vidseg.ops import triton_kernels as tk
+
+    height, width, channels, k = sizes["match"]
+    pixels = height * width
+    n = 3
+    labels = [blob_labels(1, height, width, n, args.device, n + 100 * s) for s in range(len(queries))]
+    settings = {name: configs[:2] if args.smoke else configs for name, configs in SWEEP.items()}
+    for dtype in (torch.float32, torch.bfloat16):
+        nbytes = 2 * pixels * channels * dtype.itemsize + pixels * (8 + 12 * n)
+        cases = [
+            ("local_tc", f"{height}x{width} C={channels} k={k} N={n}", 2 * pixels * (2 * k + 1) ** 2 * channels,
+             lambda q, p, lab, cfg, d=dtype: partial(tk.local_argmin, q.to(d), p.to(d), lab, n, k, 1, kernel="tc",
+                                                      config=cfg)),
+            ("global", f"{height}x{width} C={channels} N={n}", 2 * pixels * pixels * channels,
+             lambda q, p, lab, cfg, d=dtype: partial(tk.global_argmin, q.to(d), p.to(d), lab, n, config=cfg)),
+        ]
+        for kernel, case, flops, make in cases:
+            floor = floor_of(flops, nbytes, dtype)
+            for cfg in settings[kernel]:
+                fns = [make(q, p, lab, cfg) for q, p, lab in zip(queries, previous, labels, strict=True)]
+                add(f"sweep {kernel}", case, json.dumps(cfg) if cfg else "defaults", fns, dtype=dtype, floor=floor,
+                    kernel=kernel)
+            if dtype == torch.float32:
+                reference = make(queries[0], previous[0], labels[0], None)()
+                saved = tk.FP32_PRECISION
+                tk.FP32_PRECISION = "tf32"
+                try:
+                    fns = [make(q, p, lab, None) for q, p, lab in zip(queries, previous, labels, strict=True)]
+                    _, _, fast = add(f"sweep {kernel}", case, "defaults, single TF32", fns, dtype=dtype, floor=floor,
+                                     kernel=kernel)
+                finally:
+                    tk.FP32_PRECISION = saved
+                rows[-1].note = f"arg-min agreement with 3xTF32: {float((fast == reference).double().mean()):.4f}"
+    height, width, channels, r = sizes["corr"]
+    pixels = height * width
+    for dtype in (torch.float32, torch.bfloat16):
+        nbytes = 2 * pixels * channels * dtype.itemsize + (2 * r + 1) ** 2 * pixels * 4
+        floor = floor_of(2 * pixels * (2 * r + 1) ** 2 * channels, nbytes, dtype)
+        for cfg in settings["correlation"]:
+            fns = [partial(tk.correlation_sum, a.to(dtype), b.to(dtype), r, config=cfg) for a, b in zip(x1s, x2s,
+                                                                                                     strict=True)]
+            add("sweep correlation", f"{height}x{width} C={channels} r={r}", json.dumps(cfg) if cfg else "defaults",
+                fns, dtype=dtype, floor=floor, kernel="correlation")
+
+
 def markdown(rows: list[Row], info: dict) -> str:
+    where = info.get("gpu") or info["cpu"]
+    versions = f"torch {info['torch']}" + (f", triton {info['triton']}" if "triton" in info else "")
     lines = [
         "# vidseg.ops benchmark",
         "",
-        f"`{info['command']}` on {info['cpu']} ({info['cpu_count']} cores, torch {info['torch']}, "
-        f"{info['torch_threads']} threads, OMP_WAIT_POLICY={info['omp_wait_policy']}"
-        f"{', ' + info['gpu'] if 'gpu' in info else ''}), {info['date']}.",
+        f"`{info['command']}` on {where} ({info['cpu_count']} CPU cores, {versions}, "
+        f"{info['torch_threads']} threads, OMP_WAIT_POLICY={info['omp_wait_policy']}), {info['date']}.",
         f"Load average at start / end: {info['load_average_start'][0]:.2f} / "
-        f"{info['load_average_end'][0]:.2f} (the machine is shared; timings are best-of-N).",
+        f"{info['load_average_end'][0]:.2f}.",
+    ]
+    if "ceilings" in info:
+        c = info["ceilings"]
+        lines.append(
+            f"Measured ceilings: copy {c['copy_bytes_per_s'] / 1e12:.2f} TB/s (read + write), matmul "
+            f"{c['bf16_flop_per_s'] / 1e12:.0f} TFLOP/s bf16, {c['tf32_flop_per_s'] / 1e12:.0f} TFLOP/s TF32 "
+            f"({c['matmul_n']}^3). Times are medians of rotated inputs after warm-up (CUDA events)."
+        )
+    else:
+        lines.append("Times are best-of-N wall clock (the machine is shared).")
+    lines += [
         "",
-        "| op | case | method | time (ms) | peak extra memory (MB) | vidseg speed-up | max abs diff | note |",
-        "|---|---|---|---:|---:|---:|---:|---|",
+        "| op | case | method | dtype | time (ms) | spread | first call (ms) | peak extra memory (MB) | "
+        "vidseg speed-up | max abs diff | floor % | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        speed = "" if r.method.startswith("vidseg") else f"{r.speedup:.1f}x"
-        diff = "" if r.method.startswith("vidseg") else f"{r.max_abs_diff:.1e}"
+        baseline = not (r.method.startswith("vidseg") or r.op.startswith("sweep"))
         cells = [
             r.op,
             r.case,
             r.method,
-            f"{r.time_s * 1e3:.1f}",
+            r.dtype,
+            f"{r.time_s * 1e3:.3f}" if r.time_s < 0.01 else f"{r.time_s * 1e3:.1f}",
+            f"{100 * r.spread:.0f}%" if r.runs > 3 else "",
+            f"{r.first_call_s * 1e3:.0f}" if r.first_call_s else "",
             f"{r.peak_extra_mb:.1f}",
-            speed,
-            diff,
+            f"{r.speedup:.1f}x" if baseline else "",
+            f"{r.max_abs_diff:.1e}" if baseline else "",
+            f"{100 * r.floor_s / r.time_s:.1f}" if r.floor_s else "",
             r.note,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    kernels = [r for r in rows if r.kernel]
+    if kernels:
+        lines += ["", "Triton kernels (last launch of each row): registers, spills, shared memory, PTX instruction "
+                  "counts.", "", "| op | method | dtype | regs | spills | shared B | warps | wgmma | mma.sync | "
+                  "cp.async 16 B | ld.global.v4 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in kernels:
+            k = r.kernel
+            keys = ("n_regs", "n_spills", "shared_bytes", "num_warps", "wgmma", "mma_sync", "cp_async_16B",
+                    "ld_global_v4")
+            cells = [r.op, r.method, r.dtype] + [k[key] for key in keys]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -304,16 +655,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, GPU timing protocol (for TRITON_INTERPRET=1)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--impl", default="auto", choices=("auto", "cpu", "triton"))
+    parser.add_argument("--sweep", action="store_true", help="also time a few Triton kernel settings")
+    parser.add_argument("--only-sweep", action="store_true", help="only the kernel settings (a separate GPU section)")
+    parser.add_argument("--ptx", type=Path, help="write the PTX of the default-setting Triton kernels here (GPU)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with torch.no_grad():
         rows, info = run(args)
+    stem = write_results(args, rows, info)
+    print(f"wrote {args.out / stem}.md and .json")
+
+
+def write_results(args: argparse.Namespace, rows: list[Row], info: dict) -> str:
+    """ops-<cpu|gpu>[-smoke|-quick][-sweep].md and .json under args.out; returns the stem."""
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"ops-{args.device}" + ("-quick" if args.quick else "")
+    stem = ("ops-gpu" if args.device == "cuda" else "ops-cpu") + ("-smoke" if args.smoke else "-quick" if args.quick
+                                                                  else "") + ("-sweep" if args.only_sweep else "")
+    info = {**info, "load_average_end": info.get("load_average_end", os.getloadavg())}
+    info.setdefault("command", "(running)")
     (args.out / f"{stem}.md").write_text(markdown(rows, info))
     (args.out / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": [asdict(r) for r in rows]}, indent=2))
-    print(f"wrote {args.out / stem}.md and .json")
+    return stem
 
 
 if __name__ == "__main__":

@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny widths and small frames (seconds)")
     parser.add_argument("--detections", type=int, default=20)
     parser.add_argument("--frames", type=int, default=None, help="timed frames per size")
+    parser.add_argument("--memory-frames", default=None, help="frame counts of the memory check, e.g. 30,100 "
+                        "(default 30,300; 10,30 with --quick)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.quick:
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         sizes = [(1024, 2048), (256, 512)]
         frames = args.frames or (20 if device.type == "cuda" else 3)
         warmup, mem_size, mem_frames = (3 if device.type == "cuda" else 1), (128, 256), (30, 300)
+    if args.memory_frames:
+        mem_frames = tuple(int(n) for n in args.memory_frames.split(","))
     net = paper_net_config(quick=args.quick, detections=args.detections)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_random_checkpoint(net, Path(tmp) / "vpsnet.ckpt")

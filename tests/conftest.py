@@ -7,6 +7,9 @@
 - ``toy_video_path``: an H.264 mp4 of the first toy val sequence (8 frames, 64x112, 10 fps).
 - ``make_toy_vps(format="cityscapes_vps"|"viper", **params)``, ``toy_cityscapes_vps_root``, ``toy_viper_root``:
   tiny toy VPS sets in the official layouts (see tests/helpers/toy_vps.py), cached per parameter set.
+- ``toy_youtube_vos_root``: a toy YouTube-VOS-format set (vidseg.data.toy.generate_toy_youtube_vos), parameters
+  in TOY_YOUTUBE_VOS_PARAMS: 3 train + 3 valid videos of 8 frames at 64x112, 2..3 objects, seed 0; valid has
+  objects that appear after the first frame and sparse annotations. Read-only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 TOY_DAVIS_PARAMS = dict(num_train=3, num_val=2, frames=8, height=64, width=112, max_objects=3, seed=0)
+TOY_YOUTUBE_VOS_PARAMS = dict(num_train=3, num_valid=3, frames=8, height=64, width=112, max_objects=3, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +71,10 @@ def toy_cityscapes_vps_root(make_toy_vps: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="session")
 def toy_viper_root(make_toy_vps: Callable[..., Path]) -> Path:
     return make_toy_vps("viper")
+
+
+@pytest.fixture(scope="session")
+def toy_youtube_vos_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vidseg.data.toy import generate_toy_youtube_vos
+
+    return generate_toy_youtube_vos(tmp_path_factory.mktemp("toy_youtube_vos"), **TOY_YOUTUBE_VOS_PARAMS)

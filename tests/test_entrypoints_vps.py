@@ -212,3 +212,38 @@ def test_ddp_on_two_cpu_processes_validates_whole_clips(toy_cityscapes_vps_root,
         "+trainer.strategy=ddp_spawn", "logger=none"])
     assert 0.0 <= result["metrics"]["val/VPQ"] <= 1.0
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_an_interrupted_predict_keeps_the_previous_outputs_and_leaves_nothing_half_written(
+        vps_run, toy_cityscapes_vps_root, tmp_path, monkeypatch):
+    import vidseg.tasks.vps_entry as vps_entry
+
+    frames = sorted((toy_cityscapes_vps_root / "val" / "img_all").glob("*.png"))
+    short, long_ = tmp_path / "short", tmp_path / "long"
+    for folder, count in ((short, 3), (long_, 6)):
+        folder.mkdir()
+        for path in frames[:count]:
+            (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "pred"
+    args = ["task=vps", f"ckpt={vps_run['last_checkpoint']}", f"output={out}"]
+    predict(compose_config("predict", tmp_path / "run", [*args, f"input={short}"]))
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert len([k for k in before if k.startswith("panoptic/")]) == 3
+
+    real = vps_entry.read_video_frames
+
+    def dies_after_four_frames(path):
+        for index, frame in enumerate(real(path)):
+            if index == 4:
+                raise KeyboardInterrupt  # Ctrl-C in the middle of the run
+            yield frame
+
+    monkeypatch.setattr(vps_entry, "read_video_frames", dies_after_four_frames)
+    with pytest.raises(KeyboardInterrupt):
+        predict(compose_config("predict", tmp_path / "run2", [*args, f"input={long_}"]))
+    after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the previous complete outputs, untouched; no staging folder left
+    monkeypatch.undo()
+    summary = predict(compose_config("predict", tmp_path / "run3", [*args, f"input={long_}"]))
+    assert summary["frames"] == 6 and len(list((out / "panoptic").glob("*.png"))) == 6
+    assert not list(out.glob(".*"))

@@ -19,6 +19,13 @@ class MaskFormatError(DataError):
     """A mask file that cannot be read as a label map (RGB, corrupt, wrong size...)."""
 
 
+class CorruptFileError(DataError, OSError):
+    """A file that exists but cannot be decoded (a truncated image, a file that is not an image...).
+
+    Also an OSError, which is what reading a broken file raised before this class existed.
+    """
+
+
 class SubmissionError(DataError):
     """A VPS submission (pan_pred PNGs + pred.json) that does not follow the COCO-panoptic format."""
 

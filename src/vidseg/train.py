@@ -14,10 +14,10 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vidseg.errors import DataError
+from vidseg.inference.checkpoint import read_checkpoint
 from vidseg.tasks import get_task
 from vidseg.training import AtomicCheckpointIO, LastCheckpoint, TrainingStopped
 from vidseg.utils.cli import run_cli
@@ -53,6 +53,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("model") is None:
         raise DataError(f"task={spec.name} ({spec.summary}) has no trainable model in this version of vidseg; "
                         f"`python -m vidseg.evaluate task={spec.name} predictions=<dir>` scores any method's output")
+    if cfg.get("ckpt_path"):  # a missing, truncated or other-task checkpoint: a clear error before any work
+        read_checkpoint(cfg.ckpt_path, task=spec.name)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task = build_task(cfg.model)

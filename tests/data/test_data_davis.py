@@ -22,8 +22,8 @@ from vidseg.data.davis import (
     list_sequences,
     sequence_paths,
 )
-from vidseg.data.sampling import EpochSampler
 from vidseg.data.io import read_mask, write_image, write_mask
+from vidseg.data.sampling import EpochSampler
 from vidseg.errors import MaskFormatError
 from vidseg.utils.seeding import worker_init_fn
 

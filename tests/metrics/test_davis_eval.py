@@ -2,7 +2,12 @@
 
 import json
 import math
+import os
 import shutil
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,7 @@ from PIL import Image
 
 from vidseg.data.io import MaskFormatError, read_mask, write_mask
 from vidseg.metrics import JAndF, boundary_f, evaluate_folder, format_table, jaccard, write_results
-from vidseg.metrics.davis_eval import DavisResults
+from vidseg.metrics.davis_eval import DavisResults, _read_frame, _read_plain_png_into, default_workers
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "jf_oracle"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -84,6 +89,65 @@ def test_metric_over_the_fixture_equals_the_oracle():
         assert out[key] == pytest.approx(value, abs=TOL), key
     assert metric.object_names == list(EXPECTED["per_object"])
     assert DavisResults.from_sequences(metric.sequence_results).global_metrics == out
+
+
+# --- parallel scoring ---------------------------------------------------------------------------------------
+def test_parallel_scoring_equals_serial():
+    serial = evaluate_folder(fixture_gt_paths(), FIXTURE / "results", workers=1)
+    parallel = evaluate_folder(fixture_gt_paths(), FIXTURE / "results", workers=3)
+    assert parallel.per_object == serial.per_object  # same order, bit-equal values
+    assert parallel.object_stats == serial.object_stats
+    assert parallel.per_frame == serial.per_frame
+    assert parallel.global_metrics == serial.global_metrics
+    for key, value in EXPECTED["global"].items():
+        assert parallel.global_metrics[key] == pytest.approx(value, abs=TOL), key
+
+
+def test_parallel_scoring_keeps_the_mapping_order():
+    # sequences are submitted longest first; results must still follow the mapping
+    gt = fixture_gt_paths()
+    reordered = dict(reversed(list(gt.items())))
+    out = evaluate_folder(reordered, FIXTURE / "results", workers=2)
+    order = list(dict.fromkeys(out.per_frame[n]["sequence"] for n, _, _ in out.per_object))
+    assert order == list(reordered)
+    assert sorted(out.per_object) == sorted(evaluate_folder(gt, FIXTURE / "results", workers=1).per_object)
+
+
+def test_parallel_scoring_reports_the_first_bad_sequence_in_order(tmp_path):
+    gt = {}
+    for name, length in (("a", 3), ("b", 6), ("c", 6)):  # "b" and "c" are longer: scored first
+        paths = []
+        for t in range(length):
+            lab = np.zeros((12, 16), np.uint8)
+            lab[2:6, 2 + t : 7 + t] = 1
+            write_mask(tmp_path / "gt" / name / f"{t:05d}.png", lab)
+            write_mask(tmp_path / "res" / name / f"{t:05d}.png", lab)
+            paths.append(tmp_path / "gt" / name / f"{t:05d}.png")
+        gt[name] = paths
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8), mode="RGB").save(tmp_path / "res" / "b" / "00002.png")
+    (tmp_path / "res" / "c" / "00003.png").unlink()
+    with pytest.raises(MaskFormatError, match=r"res/b/00002\.png.*RGB"):  # the worker's own error, unchanged
+        evaluate_folder(gt, tmp_path / "res", workers=2)
+    with pytest.raises(FileNotFoundError, match=r"res/c/00003\.png: prediction missing"):
+        evaluate_folder({"a": gt["a"], "c": gt["c"], "b": gt["b"]}, tmp_path / "res", workers=2)
+
+
+def test_default_workers_is_the_usable_cores():
+    n = default_workers()
+    assert 1 <= n <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert n == len(os.sched_getaffinity(0))
+
+
+def test_scoring_a_folder_imports_no_torch():
+    # importing torch, Lightning and torchmetrics costs seconds; scoring and plotting need numpy and PIL only
+    code = (
+        "import sys; from vidseg.metrics import evaluate_folder, write_results, format_table, plot_results; "
+        "import vidseg.metrics.davis_eval, vidseg.tasks.vos_entry; "
+        "bad = [m for m in ('torch', 'torchmetrics', 'pytorch_lightning', 'torchvision', 'matplotlib') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- errors that name the file ------------------------------------------------------------------------------
@@ -186,6 +250,80 @@ def test_binary_255_masks(tmp_path):
     assert [n for n, _, _ in out.per_object] == ["s_1"] and out.global_metrics["J&F-Mean"] == 1.0
 
 
+# --- reading masks -------------------------------------------------------------------------------------------
+def png_bytes(rows: np.ndarray, filters: list[int], *, colour: int = 3, idat_parts: int = 1) -> bytes:
+    """An 8-bit PNG built by hand: ``rows`` (H, W) uint8 already filtered, one filter byte per row."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    h, w = rows.shape
+    raw = b"".join(bytes([f]) + r.tobytes() for f, r in zip(filters, rows, strict=True))
+    packed = zlib.compress(raw)
+    cut = len(packed) // idat_parts
+    parts = [packed[i * cut : (i + 1) * cut if i < idat_parts - 1 else None] for i in range(idat_parts)]
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+    if colour == 3:
+        body += chunk(b"PLTE", bytes(range(256)) * 3)
+    return b"\x89PNG\r\n\x1a\n" + body + b"".join(chunk(b"IDAT", d) for d in parts) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("inflate", ["zlib-ng", "zlib"])  # zlib: the fallback without zlib-ng
+def test_fast_mask_reading_equals_read_mask(tmp_path, monkeypatch, inflate):
+    if inflate == "zlib":
+        import vidseg.metrics.davis_eval as davis_eval
+
+        monkeypatch.setattr(davis_eval, "_inflate", zlib)
+    rng = np.random.default_rng(0)
+    labels = np.kron(rng.integers(0, 6, (6, 8)), np.ones((5, 5), int)).astype(np.uint8)  # (30, 40)
+    write_mask(tmp_path / "davis_palette.png", labels)  # 8-bit palette, no row filters: the fast path
+    small = Image.fromarray(labels, mode="P")
+    small.putpalette(list(range(48)))  # 16 colours: PIL writes a 4-bit PNG, read by PIL
+    small.save(tmp_path / "small_palette.png")
+    Image.fromarray(labels, mode="L").save(tmp_path / "gray.png")  # PIL filters grayscale rows: read by PIL
+    sub = labels.astype(np.int16)
+    sub[:, 1:] -= labels[:, :-1]  # PNG "Sub" filter on every other row
+    filtered = np.where(np.arange(30)[:, None] % 2 == 1, sub % 256, labels).astype(np.uint8)
+    (tmp_path / "filtered.png").write_bytes(png_bytes(filtered, [i % 2 for i in range(30)]))
+    (tmp_path / "two_idat.png").write_bytes(png_bytes(labels, [0] * 30, idat_parts=2))
+    (tmp_path / "gray_plain.png").write_bytes(png_bytes(labels, [0] * 30, colour=0))
+    fast = {"davis_palette.png": True, "small_palette.png": False, "gray.png": False, "filtered.png": False,
+            "two_idat.png": True, "gray_plain.png": True}
+    for name, expect_fast in fast.items():
+        path = tmp_path / name
+        slot = np.full(labels.shape, 77, np.uint8)
+        assert _read_plain_png_into(path, slot) is expect_fast, name
+        if not expect_fast:
+            assert (slot == 77).all(), name  # untouched
+        for binary in (False, True):
+            got = _read_frame(path, np.empty_like(labels), binary_255=binary)
+            np.testing.assert_array_equal(got, read_mask(path, binary_255=binary), err_msg=name)
+        np.testing.assert_array_equal(read_mask(path), labels, err_msg=name)  # the oracle itself is right
+
+
+def test_fast_mask_reading_keeps_read_masks_errors(tmp_path):
+    rgb, good = tmp_path / "rgb.png", tmp_path / "good.png"
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8), mode="RGB").save(rgb)
+    write_mask(good, np.ones((12, 16), np.uint8))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:-30])
+    slot = np.empty((12, 16), np.uint8)
+    with pytest.raises(MaskFormatError, match=r"rgb\.png.*RGB"):
+        _read_frame(rgb, slot, binary_255=False)
+    with pytest.raises(MaskFormatError, match=r"truncated\.png"):
+        _read_frame(truncated, slot, binary_255=False)
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+        _read_frame(tmp_path / "missing.png", slot, binary_255=False)
+    other = _read_frame(good, np.empty((6, 8), np.uint8), binary_255=False)  # another size: returned as read
+    assert other.shape == (12, 16)
+
+
+def test_annotation_of_another_size_is_named(tiny):
+    gt, res = tiny
+    write_mask(gt["cat"][2], np.zeros((24, 32), np.uint8))
+    with pytest.raises(MaskFormatError, match=r"gt/cat/00002\.png: annotation size \(24, 32\) differs"):
+        evaluate_folder(gt, res)
+
+
 # --- writing and printing -----------------------------------------------------------------------------------
 def test_write_results_overwrites_stale_files(fixture_results, tmp_path):
     stale = tmp_path / "global_results-val.csv"
@@ -196,6 +334,7 @@ def test_write_results_overwrites_stale_files(fixture_results, tmp_path):
         "global": stale,
         "per_sequence": tmp_path / "per-sequence_results-val.csv",
         "json": tmp_path / "results-val.json",
+        "plot": tmp_path / "results-val-jf.png",
     }
     assert stale.read_text() == EXPECTED["csv"]["global_results-fixture.csv"]
     assert "old_1" not in paths["per_sequence"].read_text()
@@ -213,6 +352,7 @@ def test_write_results_with_no_objects(tmp_path):
     empty = DavisResults.from_sequences([])
     assert all(math.isnan(v) for v in empty.global_metrics.values())
     paths = write_results(empty, tmp_path, "val")
+    assert "plot" not in paths and not list(tmp_path.glob("*.png"))  # nothing to draw
     assert paths["global"].read_text().splitlines()[1] == ",,,,,,"  # NaN -> empty field, as pandas writes
     assert json.loads(paths["json"].read_text())["global"]["J-Mean"] is None
 

@@ -10,10 +10,12 @@ from vidseg.metrics.j_and_f import (
     GLOBAL_NAMES,
     JAndF,
     boundary_f,
+    boundary_keys,
     boundary_radius,
     db_statistics,
     decay_bins,
     disk_offsets,
+    evaluate_frames,
     evaluate_sequence,
     jaccard,
     seg2bmap,
@@ -154,6 +156,101 @@ def test_boundary_f_batched_equals_per_image():
     for i in range(2):
         for j in range(3):
             assert out[i, j] == boundary_f(pred[i, j], gt[i, j])
+
+
+def blocky_labels(rng, shape, n_ids, block=3):
+    """(T, H, W) int labels in 0..n_ids-1 made of block x block squares (random masks are all boundary)."""
+    t, h, w = shape
+    coarse = rng.integers(0, n_ids, (t, -(-h // block), -(-w // block)))
+    return np.kron(coarse, np.ones((1, block, block), dtype=int))[:, :h, :w]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 7), (2, 7, 1), (3, 2, 2), (4, 9, 13), (2, 30, 41)])
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_boundary_keys_equal_seg2bmap_of_every_object(shape, n):
+    rng = np.random.default_rng(sum(shape) + n)
+    labels = blocky_labels(rng, shape, n + 3, block=1 if min(shape[1:]) < 3 else 3)  # ids above n: background
+    labels[labels == n + 2] = 255
+    expected = np.flatnonzero(np.stack([seg2bmap(labels == o) for o in range(1, n + 1)])) if n else []
+    got = boundary_keys(labels, n)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_boundary_keys_across_chunks(monkeypatch):
+    # frames scanned in several chunks keep their own offsets
+    import vidseg.metrics.j_and_f as jf
+
+    labels = blocky_labels(np.random.default_rng(5), (7, 12, 10), 4)
+    whole = boundary_keys(labels, 3)
+    monkeypatch.setattr(jf, "_CHUNK_PIXELS", 2 * 12 * 10)
+    np.testing.assert_array_equal(boundary_keys(labels, 3), whole)
+
+
+def dilate_disk(b, r):
+    """Plain dilation of (H, W) bool by the disk of radius r; outside the image is never set (cv2's border)."""
+    h, w = b.shape
+    out = np.zeros_like(b)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy * dy + dx * dx <= r * r:
+                src = b[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+                out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= src
+    return out
+
+
+def f_by_dilation(pred, gt, r):
+    """The toolkit's f_measure written out with dense dilations (its cv2.dilate + disk calls)."""
+    fg, gb = seg2bmap(pred), seg2bmap(gt)
+    n_fg, n_gt = fg.sum(), gb.sum()
+    if n_fg == 0 and n_gt > 0:
+        p, rc = 1.0, 0.0
+    elif n_fg > 0 and n_gt == 0:
+        p, rc = 0.0, 1.0
+    elif n_fg == 0 and n_gt == 0:
+        p, rc = 1.0, 1.0
+    else:
+        p = np.sum(fg & dilate_disk(gb, r)) / float(n_fg)
+        rc = np.sum(gb & dilate_disk(fg, r)) / float(n_gt)
+    return 0.0 if p + rc == 0 else 2 * p * rc / (p + rc)
+
+
+@pytest.mark.parametrize("radius", [1, 3, 8])
+def test_boundary_f_equals_dense_dilation(radius):
+    # random blobs and shifted copies: many boundary pixels matched on far disk rows, some never
+    rng = np.random.default_rng(radius)
+    gt = blocky_labels(rng, (6, 40, 50), 2, block=5).astype(bool)
+    pred = np.roll(gt, (int(rng.integers(-4, 5)), int(rng.integers(-4, 5))), axis=(1, 2))
+    pred[::2] ^= blocky_labels(rng, (3, 40, 50), 2, block=2).astype(bool) & (rng.random((3, 40, 50)) < 0.1)
+    got = boundary_f(pred, gt, bound_th=radius)
+    expected = [f_by_dilation(p, g, radius) for p, g in zip(pred, gt, strict=True)]
+    np.testing.assert_array_equal(got, expected)  # same counts, same divisions: bit-equal
+
+
+@pytest.mark.parametrize("n_objects", [3, 20])  # 20: the pair ids no longer fit in a byte
+def test_evaluate_frames_equals_per_object_masks(n_objects):
+    rng = np.random.default_rng(n_objects)
+    gt = blocky_labels(rng, (4, 30, 44), n_objects + 1, block=4).astype(np.uint8)
+    gt[gt == n_objects] = 255  # void in the GT is background
+    gt[0, :4, :4] = n_objects + 5  # an id above num_objects is not scored
+    noise = rng.integers(0, n_objects + 1, gt.shape)
+    pred = np.where(rng.random(gt.shape) < 0.1, noise, np.where(gt > n_objects, 0, gt)).astype(np.uint8)
+    res = evaluate_frames(gt, pred, n_objects)
+    gt0 = np.where(gt == 255, 0, gt)
+    for k, obj in enumerate(range(1, n_objects + 1)):
+        np.testing.assert_array_equal(res["J"][k], jaccard(pred == obj, gt0 == obj))
+        np.testing.assert_array_equal(res["F"][k], [f_by_dilation(p, g, 1) for p, g in zip(pred == obj, gt0 == obj,
+                                                                                          strict=True)])
+    assert res["J"].shape == res["F"].shape == (n_objects, 4) and res["J"].dtype == np.float64
+
+
+def test_core_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, vidseg.metrics.j_and_f as m; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert m.JAndF.__module__ == 'vidseg.metrics.vos_metrics'; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --- statistics ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""AtomicCheckpointIO and LastCheckpoint in-process (the kill / signal behaviour is in tests/test_fault_tolerance.py)."""
+"""AtomicCheckpointIO, LastCheckpoint and the sampler in-process (kills and signals: tests/test_fault_tolerance.py)."""
 
 from __future__ import annotations
 

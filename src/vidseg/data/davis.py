@@ -28,11 +28,17 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from vidseg.constants import IGNORE_LABEL
 from vidseg.data.collate import collate_single
+from vidseg.data.davis_layout import (  # noqa: F401  (list_sequences, sequence_paths re-exported)
+    DAVIS_URL,
+    FRAME_SUFFIXES,
+    check_sequence,
+    list_sequences,
+    sequence_paths,
+)
 from vidseg.data.io import read_image, read_mask
 from vidseg.data.sampling import split_epoch_index, train_sampler
 from vidseg.data.transforms import (
@@ -41,13 +47,6 @@ from vidseg.data.transforms import (
     clip_to_tensors,
     object_pixel_counts,
     remap_to_reference,
-)
-from vidseg.data.davis_layout import (  # noqa: F401  (list_sequences, sequence_paths re-exported)
-    DAVIS_URL,
-    FRAME_SUFFIXES,
-    check_sequence,
-    list_sequences,
-    sequence_paths,
 )
 from vidseg.errors import DatasetLayoutError, MaskFormatError
 from vidseg.utils.seeding import ReseedableRNG, worker_init_fn

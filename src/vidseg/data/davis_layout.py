@@ -15,8 +15,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from vidseg.data.io import check_mask_mode
 from vidseg.data.names import check_name
-from vidseg.errors import DatasetLayoutError
+from vidseg.errors import CorruptFileError, DatasetLayoutError, MaskFormatError
 
 DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -133,13 +134,18 @@ def sequence_paths(
     return frames, masks
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header only (cheap)."""
+def _image_size(path: Path, *, mask: bool = False) -> tuple[int, int]:
+    """(width, height) from the file header only (cheap); ``mask``: also check it stores label ids."""
     try:
         with Image.open(path) as img:
+            if mask:
+                check_mask_mode(path, img.mode)
             return img.size
+    except MaskFormatError:
+        raise
     except (UnidentifiedImageError, OSError) as err:
-        raise OSError(f"{path}: cannot read image header ({err}); the file is corrupt") from err
+        raise CorruptFileError(f"{path}: cannot read image header ({err}); the file is corrupt, re-extract or "
+                               "re-download it") from err
 
 
 def check_sequence(
@@ -148,7 +154,7 @@ def check_sequence(
     """``sequence_paths`` plus consistency checks that read only file headers.
 
     Checks that the first frame is annotated, that every frame is annotated when ``require_all_masks``
-    (training), and that all frames and annotations have the same size.
+    (training), that all frames and annotations have the same size and that annotations store ids (not RGB).
 
     Raises:
         DatasetLayoutError: naming the offending files.
@@ -167,8 +173,8 @@ def check_sequence(
             f"(missing in {masks[0].parent}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
         )
     ref_size = _image_size(frames[0])
-    for path in [*frames[1:], *masks]:
-        size = _image_size(path)
+    for path, is_mask in [*((f, False) for f in frames[1:]), *((m, True) for m in masks)]:
+        size = _image_size(path, mask=is_mask)
         if size != ref_size:
             raise DatasetLayoutError(
                 f"size mismatch: {path} is {size[0]}x{size[1]} but {frames[0]} is {ref_size[0]}x{ref_size[1]}"

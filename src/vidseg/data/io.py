@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vidseg.errors import MaskFormatError  # noqa: F401  (re-exported)
+from vidseg.errors import CorruptFileError, MaskFormatError  # noqa: F401  (re-exported)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -41,6 +41,11 @@ def davis_palette() -> list[int]:
 DAVIS_PALETTE = davis_palette()
 
 
+def chmod_like_open(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions a plain open() would (0666 minus the umask); mkstemp creates files 0600."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
@@ -53,8 +58,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        # mkstemp creates the file 0600; give it the permissions a plain open() would (umask applied).
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        chmod_like_open(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -68,6 +72,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+MASK_MODES = ("P", "L", "1", "I", "I;16")  # PIL modes whose pixel values are label ids
+
+
+def check_mask_mode(path: str | os.PathLike, mode: str) -> None:
+    """Raise MaskFormatError unless a PNG of PIL ``mode`` stores label ids (not colours); header-only check."""
+    if mode in ("RGB", "RGBA"):
+        raise MaskFormatError(
+            f"{path}: mask is {mode}, expected an indexed (palette 'P') or grayscale PNG whose pixel "
+            "values are object ids. Convert it, e.g. with vidseg.data.io.rgb_to_index_mask, or save "
+            "it with PIL as Image.fromarray(ids.astype('uint8')).convert('P')."
+        )
+    if mode not in MASK_MODES:
+        raise MaskFormatError(f"{path}: unsupported PNG mode {mode!r}; expected an indexed ('P') PNG")
 
 
 def read_mask(path: str | os.PathLike, *, binary_255: bool = False) -> np.ndarray:
@@ -87,15 +106,7 @@ def read_mask(path: str | os.PathLike, *, binary_255: bool = False) -> np.ndarra
         raise FileNotFoundError(f"mask not found: {path}")
     try:
         with Image.open(path) as img:
-            mode = img.mode
-            if mode in ("RGB", "RGBA"):
-                raise MaskFormatError(
-                    f"{path}: mask is {mode}, expected an indexed (palette 'P') or grayscale PNG whose pixel "
-                    "values are object ids. Convert it, e.g. with vidseg.data.io.rgb_to_index_mask, or save "
-                    "it with PIL as Image.fromarray(ids.astype('uint8')).convert('P')."
-                )
-            if mode not in ("P", "L", "1", "I", "I;16"):
-                raise MaskFormatError(f"{path}: unsupported PNG mode {mode!r}; expected an indexed ('P') PNG")
+            check_mask_mode(path, img.mode)
             labels = np.array(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise MaskFormatError(f"{path}: cannot read mask ({err}); the file is corrupt or not a PNG") from err
@@ -148,7 +159,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             img.load()  # decode now so truncated files fail here, not later
             return np.array(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise OSError(
+        raise CorruptFileError(
             f"{path}: cannot decode image ({err}); the file is corrupt, re-extract or re-download it"
         ) from err
 

@@ -32,8 +32,25 @@ def check_name(name: str, *, source: object, what: str = "name") -> str:
     )
     if bad:
         raise DatasetLayoutError(
-            f"{source}: refusing {what} {text!r}: a {what} must be a single folder or file name (no '/', '\\', "
+            f"{source}: refusing {what} {text!r}: a {what} must be one folder or file name (no '/', '\\', "
             "'..' or leading '~'), so that it cannot point outside the dataset or output folder; fix the entry "
             "in that file"
         )
+    return text
+
+
+def check_relative_path(name: str, *, source: object, what: str = "file name") -> str:
+    """Return ``name`` if it is a relative path inside its folder (VIPER's ``001/001_00000.jpg``); raise naming
+    ``source`` if it is absolute or any component is empty, ``.``, ``..``, has a ``\\`` or starts with ``~``."""
+    text = str(name)
+    parts = text.split("/")
+    for part in parts:
+        try:
+            check_name(part, source=source, what=what)
+        except DatasetLayoutError:
+            raise DatasetLayoutError(
+                f"{source}: refusing {what} {text!r}: it must be a relative path inside its folder (no leading '/', "
+                "no '..', '\\' or leading '~' in any part), so that it cannot point outside the dataset or output "
+                "folder; fix the entry in that file"
+            ) from None
     return text

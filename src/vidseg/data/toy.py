@@ -1,4 +1,4 @@
-"""A procedurally generated toy dataset in DAVIS 2017 layout, for CPU demos and tests.
+"""A procedurally generated toy dataset in DAVIS 2017 (or YouTube-VOS) layout, for CPU demos and tests.
 
 Each sequence shows 1..K textured objects (ellipses, star-shaped polygons, wobbly blobs with stripe,
 checker, blob or noise textures) that move along smooth random paths, rotate, change scale, occlude
@@ -20,6 +20,11 @@ Files are written atomically; re-running on a complete set does nothing and a pa
 
 CLI: ``python -m vidseg.data.toy --root data/toy_davis [--num-train N --num-val N --frames T --height H
 --width W --max-objects K --seed S --videos]``.
+
+``--format youtube_vos`` writes the YouTube-VOS layout instead (:func:`generate_toy_youtube_vos`): train/ and
+valid/ with JPEGImages, Annotations and meta.json, objects that appear after the first frame, valid annotated
+only where each object first appears, and its full ground truth in ``valid_full_annotations/``. Its videos
+are named ``ytoy-s<seed>-<split>-<idx>`` and drawn from streams of their own.
 """
 
 from __future__ import annotations
@@ -56,6 +61,14 @@ DEFAULT_SEED = 0
 # mask is a usable reference (about 430 px at 128x224, i.e. > 25 px at stride 4).
 MIN_FIRST_FRAME_FRACTION = 0.015
 JPEG_QUALITY = 90
+
+# YouTube-VOS format: objects 2.. appear after the first frame with this probability; frames are named like
+# YouTube-VOS's (every 5th frame of the 30 fps source: 00000, 00005, ...).
+YOUTUBE_VOS_META_FILE = "toy_youtube_vos.json"
+YOUTUBE_VOS_SPLITS = ("train", "valid")
+YOUTUBE_VOS_FRAME_STEP = 5
+LATE_OBJECT_PROBABILITY = 0.6
+FORMATS = ("davis", "youtube_vos")
 
 
 def sequence_name(seed: int, split: str, index: int) -> str:
@@ -178,6 +191,7 @@ class _Sprite:
     cy: np.ndarray  # (T,) screen centre y (px)
     angle: np.ndarray  # (T,) rotation (rad)
     scale: np.ndarray  # (T,) scale factor
+    start: int = 0  # first frame it is drawn in (objects that appear later, YouTube-VOS format)
 
 
 def _wave(rng: np.random.Generator, t: np.ndarray, speed: float, frames: int) -> np.ndarray:
@@ -221,6 +235,8 @@ def _pose(rng: np.random.Generator, frames: int) -> tuple[np.ndarray, np.ndarray
 def _draw_sprite(image: np.ndarray, labels: np.ndarray, sprite: _Sprite, t: int) -> None:
     """Composite ``sprite`` at frame ``t`` over ``image (H, W, 3) float32`` and ``labels (H, W) uint8``."""
     h, w = labels.shape
+    if t < sprite.start:
+        return  # not in the scene yet
     size = sprite.alpha.shape[0]
     cx, cy, a, s = sprite.cx[t], sprite.cy[t], sprite.angle[t], sprite.scale[t]
     half = s * size / 2 * math.sqrt(2) + 1
@@ -282,15 +298,20 @@ def _make_background(rng: np.random.Generator, h: int, w: int, scale: float) -> 
     return bg.astype(np.float32)
 
 
-def _make_sequence(rng: np.random.Generator, frames: int, height: int, width: int, max_objects: int):
+def _make_sequence(rng: np.random.Generator, frames: int, height: int, width: int, max_objects: int, *,
+                   min_objects: int = 1, late_rng: np.random.Generator | None = None):
     """Sample and render one sequence. Returns ``(images (T,H,W,3) uint8, labels (T,H,W) uint8)``.
 
     The first frame is guaranteed to show every object with at least MIN_FIRST_FRAME_FRACTION of the frame;
     scenes that fail the check are re-sampled (deterministic: the same rng stream).
+
+    With ``late_rng`` (YouTube-VOS format), objects 2.. each start at a later frame with probability
+    LATE_OBJECT_PROBABILITY (drawn from ``late_rng``, so the DAVIS format's stream is untouched): they are not
+    in the scene before it, and the size check applies at that frame instead.
     """
     unit = min(height, width) / 128.0  # sizes and speeds scale with the frame
     t = np.arange(frames, dtype=np.float64)
-    n_obj = int(rng.integers(1, max_objects + 1))
+    n_obj = int(rng.integers(min_objects, max_objects + 1))
     min_pixels = MIN_FIRST_FRAME_FRACTION * height * width
 
     # Camera: a pan of up to ~3 px/frame; the background canvas is as large as the pan needs.
@@ -332,9 +353,12 @@ def _make_sequence(rng: np.random.Generator, frames: int, height: int, width: in
         order = rng.permutation(len(sprites))  # random z-order, bottom first
         sprites = [sprites[i] for i in order]
 
-        _, first = _render(bg, pan_x, pan_y, sprites, 0, height, width)
-        counts = np.bincount(first.ravel(), minlength=n_obj + 1)
-        if (counts[1:n_obj + 1] >= min_pixels).all():
+        if late_rng is None:
+            _, first = _render(bg, pan_x, pan_y, sprites, 0, height, width)
+            counts = np.bincount(first.ravel(), minlength=n_obj + 1)
+            if (counts[1:n_obj + 1] >= min_pixels).all():
+                break
+        elif _place_late_objects(late_rng, sprites, bg, pan_x, pan_y, frames, height, width, min_pixels):
             break
     else:  # pragma: no cover - 100 failed draws would mean broken parameters
         raise RuntimeError(f"could not place {n_obj} visible objects in a {height}x{width} frame")
@@ -348,6 +372,21 @@ def _make_sequence(rng: np.random.Generator, frames: int, height: int, width: in
         images[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
         labels[i] = lab
     return images, labels
+
+
+def _place_late_objects(late_rng: np.random.Generator, sprites: list[_Sprite], bg: np.ndarray, pan_x: np.ndarray,
+                        pan_y: np.ndarray, frames: int, height: int, width: int, min_pixels: float) -> bool:
+    """Give objects 2.. a later start frame (some of them) and check each object at its start frame."""
+    last_start = max(1, frames - 3)  # a late object still has frames to be scored after its first one
+    for sprite in sprites:
+        late = sprite.label >= 2 and frames >= 4 and late_rng.random() < LATE_OBJECT_PROBABILITY
+        sprite.start = int(late_rng.integers(1, last_start + 1)) if late else 0
+    for start in sorted({s.start for s in sprites if s.label > 0}):
+        _, labels = _render(bg, pan_x, pan_y, sprites, start, height, width)
+        counts = np.bincount(labels.ravel(), minlength=256)
+        if any(counts[s.label] < min_pixels for s in sprites if s.label > 0 and s.start == start):
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -453,6 +492,152 @@ def generate_toy_davis(
     return root
 
 
+# ----------------------------------------------------------------------------------------------------------
+# YouTube-VOS format
+# ----------------------------------------------------------------------------------------------------------
+
+
+def youtube_vos_video_name(seed: int, split: str, index: int) -> str:
+    """Name of toy YouTube-VOS-format video ``index`` of ``split`` (train / valid); contains the seed."""
+    return f"ytoy-s{seed}-{split}-{index:03d}"
+
+
+def youtube_vos_frame_name(index: int) -> str:
+    """Name of frame ``index`` in the YouTube-VOS format: every 5th source frame, 5 digits ("00005")."""
+    return f"{index * YOUTUBE_VOS_FRAME_STEP:05d}"
+
+
+def render_toy_youtube_vos_video(
+    *, seed: int, split: str, index: int, frames: int, height: int, width: int, max_objects: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one toy video of the YouTube-VOS format in memory: 2..``max_objects`` objects, of which
+    objects 2.. may appear after the first frame (absent from the frames before).
+
+    Returns:
+        images: (T, H, W, 3) uint8 RGB; labels: (T, H, W) uint8 ids (0 = background, 1..n objects).
+    """
+    if split not in YOUTUBE_VOS_SPLITS:
+        raise ValueError(f"split must be one of {YOUTUBE_VOS_SPLITS}, got {split!r}")
+    # Streams of their own (100 + split): these videos are never copies of the DAVIS-format ones.
+    key = [seed, 100 + YOUTUBE_VOS_SPLITS.index(split), index]
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    late_rng = np.random.default_rng(np.random.SeedSequence([*key, 1]))
+    return _make_sequence(rng, frames, height, width, max(2, max_objects), min_objects=min(2, max_objects),
+                          late_rng=late_rng)
+
+
+def _youtube_vos_objects(labels: np.ndarray) -> dict[int, list[int]]:
+    """Object id -> indices of the frames it is visible in, for ``labels (T, H, W)``."""
+    out: dict[int, list[int]] = {}
+    for t, lab in enumerate(labels):
+        for obj in np.unique(lab):
+            if 0 < int(obj) < 255:
+                out.setdefault(int(obj), []).append(t)
+    return dict(sorted(out.items()))
+
+
+def _youtube_vos_meta(split: str, labels: np.ndarray) -> dict:
+    """The meta.json entry of a video: train lists the frames an object is visible in, valid the frames to
+    segment it in (its first frame on)."""
+    listed = {obj: frames if split == "train" else list(range(frames[0], len(labels)))
+              for obj, frames in _youtube_vos_objects(labels).items()}
+    return {"objects": {str(obj): {"category": "toy", "frames": [youtube_vos_frame_name(t) for t in frames]}
+                        for obj, frames in listed.items()}}
+
+
+def _youtube_vos_last_file(root: Path, split: str, name: str, frames: int) -> Path:
+    """The file :func:`_write_youtube_vos_video` writes last: it exists only for a complete video."""
+    folder = root / split / "Annotations" if split == "train" else root / "valid_full_annotations"
+    return folder / name / f"{youtube_vos_frame_name(frames - 1)}.png"
+
+
+def _write_youtube_vos_video(root: Path, split: str, name: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write one video. valid: annotations only where objects first appear, each holding the objects that
+    start there (as the real valid set); full ground truth in ``valid_full_annotations/``. train: every
+    frame annotated."""
+    first = {obj: frames[0] for obj, frames in _youtube_vos_objects(labels).items()}
+    split_dir = root / split
+    for t, (image, lab) in enumerate(zip(images, labels, strict=True)):
+        frame = youtube_vos_frame_name(t)
+        write_image(split_dir / "JPEGImages" / name / f"{frame}.jpg", image, quality=JPEG_QUALITY)
+        if split == "train":
+            write_mask(split_dir / "Annotations" / name / f"{frame}.png", lab)
+            continue
+        starting = [obj for obj, f in first.items() if f == t]
+        if starting:
+            write_mask(split_dir / "Annotations" / name / f"{frame}.png", np.where(np.isin(lab, starting), lab, 0))
+        write_mask(root / "valid_full_annotations" / name / f"{frame}.png", lab)
+
+
+def generate_toy_youtube_vos(
+    root: str | os.PathLike,
+    *,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_valid: int = DEFAULT_NUM_VAL,
+    frames: int = DEFAULT_FRAMES,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    max_objects: int = DEFAULT_MAX_OBJECTS,
+    seed: int = DEFAULT_SEED,
+) -> Path:
+    """Generate (or complete) a toy set in the YouTube-VOS layout under ``root`` and return ``root``.
+
+    Layout (see :mod:`vidseg.data.youtube_vos_layout`)::
+
+        train/{JPEGImages,Annotations}/<video>/<frame>   every frame annotated; train/meta.json
+        valid/JPEGImages/<video>/<frame>.jpg            the frames to segment; valid/meta.json
+        valid/Annotations/<video>/<frame>.png           only where objects first appear (sparse, as the real set)
+        valid_full_annotations/<video>/<frame>.png      every frame: vidseg's own scores on valid read it
+        toy_youtube_vos.json                            the generator parameters
+
+    Videos have 2..``max_objects`` objects; objects 2.. appear after the first frame with probability
+    LATE_OBJECT_PROBABILITY. Deterministic in the parameters, atomic, resumable like :func:`generate_toy_davis`
+    (meta.json is written last, so a listed video is complete).
+    """
+    root = Path(root)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if min(num_train, num_valid) < 0 or frames < 2 or max_objects < 2 or max_objects > 254:
+        raise ValueError("need num_train, num_valid >= 0, frames >= 2 and 2 <= max_objects <= 254")
+    if height < 32 or width < 32:
+        raise ValueError(f"frames must be at least 32x32, got {height}x{width}")
+    params = {
+        "generator": "vidseg.data.toy", "format": "youtube_vos", "version": GENERATOR_VERSION,
+        "num_train": num_train, "num_valid": num_valid, "frames": frames, "height": height, "width": width,
+        "max_objects": max_objects, "seed": seed,
+    }
+    meta_path = root / YOUTUBE_VOS_META_FILE
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"{root} holds a toy dataset generated with other parameters ({diff} as (old, new)); "
+                "choose another --root or delete it"
+            )
+    elif root.is_dir() and any(root.iterdir()):
+        raise ValueError(f"{root} is not empty and was not written by vidseg.data.toy; refusing to touch it")
+    else:
+        write_json_atomic(meta_path, params)
+
+    counts = {"train": num_train, "valid": num_valid}
+    for split in YOUTUBE_VOS_SPLITS:
+        videos = {}
+        for i in range(counts[split]):
+            name = youtube_vos_video_name(seed, split, i)
+            # Rendered even when complete: meta.json is made from the labels (toy videos render in ms).
+            images, labels = render_toy_youtube_vos_video(seed=seed, split=split, index=i, frames=frames,
+                                                          height=height, width=width, max_objects=max_objects)
+            if not _youtube_vos_last_file(root, split, name, frames).is_file():
+                _write_youtube_vos_video(root, split, name, images, labels)
+            videos[name] = _youtube_vos_meta(split, labels)
+        text = json.dumps({"videos": videos}, indent=2) + "\n"
+        split_meta = root / split / "meta.json"
+        if not split_meta.is_file() or split_meta.read_text() != text:
+            write_text_atomic(split_meta, text)
+    return root
+
+
 def _write_videos(root: Path, names: list[str], frames: int, fps: float) -> None:
     from vidseg.data.io import read_image
     from vidseg.data.video import write_video
@@ -467,11 +652,15 @@ def _write_videos(root: Path, names: list[str], frames: int, fps: float) -> None
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        prog="python -m vidseg.data.toy", description="Generate the toy DAVIS 2017-format dataset."
+        prog="python -m vidseg.data.toy",
+        description="Generate a toy dataset in the DAVIS 2017 layout or (--format youtube_vos) the YouTube-VOS one.",
     )
     parser.add_argument("--root", required=True, help="output folder, e.g. data/toy_davis")
+    parser.add_argument("--format", choices=FORMATS, default="davis",
+                        help="davis (default) or youtube_vos (train/ and valid/ with meta.json, objects that "
+                             "appear later, sparse valid annotations)")
     parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
-    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL)
+    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL, help="val (DAVIS) / valid (YouTube-VOS) videos")
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH)
@@ -479,6 +668,19 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--videos", action="store_true", help="also write videos/<seq>.mp4 for val sequences")
     args = parser.parse_args(argv)
+    if args.format == "youtube_vos":
+        if args.videos:
+            parser.error("--videos is for the DAVIS format only")
+        root = generate_toy_youtube_vos(
+            args.root, num_train=args.num_train, num_valid=args.num_val, frames=args.frames, height=args.height,
+            width=args.width, max_objects=args.max_objects, seed=args.seed,
+        )
+        meta = json.loads((root / "valid" / "meta.json").read_text())["videos"]
+        late = sum(1 for v in meta.values() for o in v["objects"].values() if o["frames"][0] != "00000")
+        print(f"toy YouTube-VOS set ready at {root} ({args.num_train} train + {args.num_val} valid videos, "
+              f"{late} valid object(s) appearing after the first frame); use it with data=youtube_vos "
+              f"data.root={root}")
+        return root
     root = generate_toy_davis(
         args.root, num_train=args.num_train, num_val=args.num_val, frames=args.frames, height=args.height,
         width=args.width, max_objects=args.max_objects, seed=args.seed, videos=args.videos,

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.data.io import DAVIS_PALETTE, read_image
+from vidseg.data.io import DAVIS_PALETTE, chmod_like_open, read_image
+from vidseg.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class VideoError(OSError):
+class VideoError(DataError, OSError):
     """A video that cannot be read: missing, empty, corrupt, or a folder without images."""
 
 
@@ -343,6 +344,7 @@ class VideoWriter:
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()
+            chmod_like_open(self._tmp)  # the temporary came from mkstemp (0600)
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
@@ -364,7 +366,8 @@ class VideoWriter:
 
 
 class OverlayVideoWriter(VideoWriter):
-    """A VideoWriter whose ``write(frame, labels)`` draws the label map over the frame (see ``overlay``)."""
+    """A VideoWriter whose ``write(frame, labels)`` draws the label map over the frame (see ``overlay``) and,
+    with ``show_ids``, each object's id in a small dark box at its centre (:meth:`draw_ids`)."""
 
     def __init__(
         self,
@@ -374,14 +377,50 @@ class OverlayVideoWriter(VideoWriter):
         alpha: float = 0.5,
         palette: list[int] = DAVIS_PALETTE,
         crf: int = 20,
+        show_ids: bool = True,
     ) -> None:
         super().__init__(path, fps, crf=crf)
         self.alpha = alpha
         self.palette = palette
+        self.show_ids = show_ids
 
     def write(self, frame: np.ndarray, labels: np.ndarray) -> None:  # type: ignore[override]
         """frame: (H, W, 3) uint8 RGB; labels: (H, W) ids."""
-        super().write(overlay(frame, labels, self.alpha, self.palette))
+        image = overlay(frame, labels, self.alpha, self.palette)
+        super().write(self.draw_ids(image, labels) if self.show_ids else image)
+
+    @staticmethod
+    def draw_ids(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Write each object's id (white on a dark box) at the object pixel nearest its centroid.
+
+        Args:
+            image: (H, W, 3) uint8 RGB. labels: (H, W) ids; 0 (background) and 255 (void) get no label.
+        Returns:
+            (H, W, 3) uint8, a new array.
+        """
+        from PIL import Image, ImageDraw, ImageFont
+
+        labels = np.asarray(labels)
+        height, width = labels.shape
+        # The text scales with the frame so ids stay readable on 480p and on small toy frames alike.
+        font = ImageFont.load_default(size=max(9, round(min(height, width) / 18)))
+        canvas = Image.fromarray(np.ascontiguousarray(image))
+        draw = ImageDraw.Draw(canvas)
+        for obj in np.unique(labels):
+            if obj in (0, 255):
+                continue
+            ys, xs = np.nonzero(labels == obj)
+            cy, cx = ys.mean(), xs.mean()
+            # The centroid of a ring or a crescent is outside it: anchor on the object's pixel nearest to it.
+            k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+            text = str(int(obj))
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            w, h = right - left + 2, bottom - top + 2
+            x = int(np.clip(xs[k] - w // 2, 0, max(0, width - w)))
+            y = int(np.clip(ys[k] - h // 2, 0, max(0, height - h)))
+            draw.rectangle((x, y, x + w - 1, y + h - 1), fill=(0, 0, 0))
+            draw.text((x + 1 - left, y + 1 - top), text, fill=(255, 255, 255), font=font)
+        return np.asarray(canvas).copy()
 
 
 def write_video(

@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
 from vidseg.data.collate import collate_single
 from vidseg.data.io import read_image
-from vidseg.data.names import check_name
+from vidseg.data.names import check_name, check_relative_path
 from vidseg.data.panoptic import read_json, read_panoptic_png
 from vidseg.data.sampling import split_epoch_index, train_sampler
 from vidseg.data.transforms import build_clip_transform
@@ -342,7 +342,7 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         layout = self.info.layout
         frames = []
         for im in images:
-            name = check_name(im["file_name"], source=ann_path, what="image file name")
+            name = check_relative_path(im["file_name"], source=ann_path, what="image file name")
             check_name(layout.video_of(im), source=ann_path, what="video id")
             frames.append(_Frame(im["id"], name, layout.video_of(im), layout.frame_index_of(name),
                                  int(im["height"]), int(im["width"]), by_image.get(im["id"], [])))
@@ -496,7 +496,7 @@ class VPSEvalDataset(Dataset):
         images = _json_list(data, "images", frames_path)
         clips: dict[str, list[dict]] = defaultdict(list)
         for im in images:
-            check_name(im["file_name"], source=frames_path, what="image file name")
+            check_relative_path(im["file_name"], source=frames_path, what="image file name")
             clips[check_name(layout.video_of(im), source=frames_path, what="video id")].append(im)
         videos = sorted(clips)[:max_videos] if max_videos else sorted(clips)
         if not videos:

@@ -1,6 +1,7 @@
 """Evaluation metrics, equal to the official evaluators on the same inputs.
 
-- VOS: J&F (``j_and_f``; ``davis_eval`` scores a results folder) = the DAVIS toolkit.
+- VOS: J&F (``j_and_f``, numpy; ``davis_eval`` scores a results folder, ``jf_plots`` draws its figure;
+  ``vos_metrics`` holds the torchmetrics wrapper) = the DAVIS toolkit.
 - VPS: VPQ (``vpq``) = the official eval_vpq.py / VIPER rules, STQ (``stq``) = deeplab2's numpy STQuality,
   ``vps_eval`` scores a submission folder; ``vps_metrics`` holds their torchmetrics wrappers.
 
@@ -18,10 +19,12 @@ _EXPORTS = {
     "evaluate_folder": "davis_eval",
     "format_table": "davis_eval",
     "write_results": "davis_eval",
+    "plot_results": "jf_plots",
     "GLOBAL_NAMES": "j_and_f",
     "STAT_NAMES": "j_and_f",
-    "JAndF": "j_and_f",
+    "JAndF": "vos_metrics",
     "boundary_f": "j_and_f",
+    "boundary_keys": "j_and_f",
     "boundary_radius": "j_and_f",
     "db_statistics": "j_and_f",
     "evaluate_frames": "j_and_f",

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vidseg.data.io import write_json_atomic, write_text_atomic
-from vidseg.data.names import check_name
+from vidseg.data.names import check_name, check_relative_path
 from vidseg.data.panoptic import read_json, read_panoptic_png
 from vidseg.data.vps_layout import LAYOUTS, VPSLayout
 from vidseg.errors import DataError, SubmissionError
@@ -126,9 +126,9 @@ def load_ground_truth(layout: str | VPSLayout, root: str | os.PathLike, split: s
         if ann is None:
             raise DataError(f"{json_path}: image {image_id!r} ({image['file_name']}) has no annotation; every "
                             "annotated frame needs an annotations entry with its segments_info")
-        check_name(image["file_name"], source=json_path, what="image file name")
+        check_relative_path(image["file_name"], source=json_path, what="image file name")
         png_name = ann.get("file_name") or layout.gt_png_name(image["file_name"])
-        png = png_dir / check_name(png_name, source=json_path, what="panoptic PNG name")
+        png = png_dir / check_relative_path(png_name, source=json_path, what="panoptic PNG name")
         if not png.is_file():
             raise FileNotFoundError(f"GT panoptic PNG not found: {png} (image {image_id!r} of {json_path}); "
                                     f"expected {png_dir}/<{layout.name} GT png name>, see vidseg.data.vps_layout")

@@ -1,45 +1,143 @@
 """Triton kernels (CUDA; CPU tensors under TRITON_INTERPRET=1, which must be set before this module is
-imported). Each kernel fuses the distance (or product) computation with its reduction in registers
-and never writes a pair matrix; only arg-min indices (or the cost volume itself) reach memory.
+imported). Each kernel fuses the products with their reduction in registers and never writes a pair
+matrix; only arg-min indices (or the cost volume itself) reach memory. No host synchronisation.
 
-- global matching: per (query block, object, batch) program, tl.dot of a query block against the
-  object's label-sorted reference pixels (tensor cores; fp32 inputs use 3xTF32, near-fp32 accuracy),
-  running min/arg-min per query row. Extra memory: the label-sorted reference copy, O(C*Hr*Wr).
-- local matching: per (row segment, row, batch x object group) program, a loop over the window with
-  direct fp32 differences and a running per-object min in registers. Extra memory: channels-last
-  copies, O(C*H*W).
-- correlation: per (row segment, row, batch) program, a loop over the offsets with fp32 dot products
-  over channels. Extra memory: channels-last copies, O(C*H*W).
+- global matching: per (query block, object, batch) program, tl.dot of the query block (loaded once)
+  against the object's label-sorted reference pixels (tensor cores; fp32 inputs use 3xTF32), ranking
+  on |r|^2 - 2 q.r with one min-with-index per tile. Extra memory: channel-padded channels-last copies
+  of query and reference and the label-sorted reference, O(C*(H*W + Hr*Wr)).
+- local matching: two kernels behind ``local_argmin``. "tc" (default, vidseg.ops.triton_local_tc):
+  dot products of a query tile against the previous-frame rows of its window on tensor cores. "direct":
+  per (row segment, row, batch x object group) program, fp32 differences over the window on CUDA
+  cores. Extra memory: channels-last copies, O(C*H*W).
+- correlation: per (row segment, row, batch) program, tl.dot of the query segment against each of the
+  2r+1 reference rows (read in place, NCHW, any strides), then the 2r+1 displacements of each row are
+  picked out of the product tile. Extra memory: none beyond the output.
 
-These kernels have been checked for exactness in the interpreter only (see tests/ops); block sizes
-are reasonable defaults, not tuned on hardware.
+Ranking with |r|^2 - 2 q.r loses a few ulps of |q|^2 + |r|^2: fp32 inputs are centred first (every
+squared distance is translation invariant; bf16/fp16 inputs are ranked on their exact values, as
+re-rounding centred values would add error), and the exact distance of the chosen pair is recomputed
+afterwards in :mod:`vidseg.ops._common`, so only near-ties closer than that can be swapped.
+
+Exactness is tested in the interpreter at block-edge-crossing sizes (tests/ops/triton_checks.py) and on
+CUDA by ``pytest -m cuda``; block sizes are defaults to be tuned on hardware (bench/gpu_check.py sweeps
+a few).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import torch
 import triton
 import triton.language as tl
 
-from vidseg.ops.cpu import _group_by_label
-
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
+# Block sizes and launch settings; each wrapper takes ``config=`` overrides (tests shrink the blocks so
+# small inputs cross every block edge, the GPU check sweeps them).
+GLOBAL_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3}
+LOCAL_DIRECT_CONFIG = {"BLOCK_X": 32, "BLOCK_C": 64, "BLOCK_O": 16, "num_warps": 4, "num_stages": 2}
+CORRELATION_CONFIG = {"BX": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
+# fp32 operands of tl.dot: "tf32x3" ranks near fp32 accuracy; "tf32" is ~3x faster and ranks ~1000x
+# worse (a benchmark option, not a default). The interpreter has neither: it computes in fp32 ("ieee").
+FP32_PRECISION = os.environ.get("VIDSEG_TRITON_FP32_DOT", "tf32x3")
 
-@triton.jit
+# Debug switch for tests and the GPU check: poison the raw outputs before each launch (arg-min -7,
+# correlation NaN) and check after it that every element was written. Through the API an unwritten
+# arg-min is indistinguishable from "nothing found" (negative values become -1).
+CHECK_WRITES = os.environ.get("VIDSEG_TRITON_CHECK_WRITES") == "1"
+ARG_POISON = -7
+
+# Kernel name -> the compiled kernel of its last launch (CUDA only): registers, spills, shared memory
+# and PTX for the GPU check's resource report.
+LAST_COMPILED: dict[str, object] = {}
+
+
+def merge_config(defaults: Mapping, overrides: Mapping | None) -> dict:
+    cfg = dict(defaults)
+    unknown = set(overrides or {}) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown kernel settings {sorted(unknown)}; known: {sorted(cfg)}")
+    cfg.update(overrides or {})
+    return cfg
+
+
+def dot_settings(dtype: torch.dtype) -> tuple[str, bool]:
+    """(input_precision, upcast) for tl.dot on ``dtype`` operands.
+
+    The interpreter's bf16 tl.dot reinterprets bits (wrong results): there, bf16 is upcast to fp32, which
+    ranks the same (bf16 products are exact in fp32)."""
+    if _INTERPRET:
+        return "ieee", dtype == torch.bfloat16
+    # input_precision only matters for fp32 operands; bf16/fp16 get Triton's default
+    return (FP32_PRECISION if dtype == torch.float32 else "tf32"), False
+
+
+def launch(name: str, kernel, grid, *args, num_warps: int, num_stages: int, **meta) -> None:
+    handle = kernel[grid](*args, num_warps=num_warps, num_stages=num_stages, **meta)
+    if not _INTERPRET:
+        LAST_COMPILED[name] = handle
+
+
+def channel_block(channels: int, block_k: int) -> tuple[int, int]:
+    """(channel chunk, padded channel count): the chunk is a power of two >= 16 (tl.dot's minimum) and at
+    most ``block_k``; channels are zero-padded to a multiple of it (aligned rows, no masked chunk)."""
+    chunk = min(block_k, max(16, triton.next_power_of_2(channels)))
+    return chunk, triton.cdiv(channels, chunk) * chunk
+
+
+def channels_last_padded(x: torch.Tensor, channels: int, dtype: torch.dtype, shift: torch.Tensor | None = None):
+    """(B, C, H, W) any strides -> contiguous (B, H, W, ``channels``) in ``dtype``, channels >= C zero,
+    minus ``shift`` (B, C) when given (in ``dtype``; only used for fp32)."""
+    batch, c, height, width = x.shape
+    out = x.new_empty((batch, height, width, channels), dtype=dtype)
+    out[..., c:].zero_()
+    out[..., :c].copy_(x.permute(0, 2, 3, 1))
+    if shift is not None:
+        out[..., :c] -= shift[:, None, None, :].to(dtype)
+    return out
+
+
+def centre(reference: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """Per-batch mean embedding (B, C) to subtract before ranking fp32 inputs, None otherwise.
+
+    bf16/fp16 inputs are ranked on their exact values: re-rounding centred values would add error."""
+    return reference.float().mean((2, 3)) if dtype == torch.float32 else None
+
+
+def index_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    if CHECK_WRITES:
+        return torch.full(shape, ARG_POISON, dtype=torch.int32, device=device)
+    return torch.empty(shape, dtype=torch.int32, device=device)
+
+
+def check_indices(arg: torch.Tensor, upper: int, name: str) -> None:
+    """With CHECK_WRITES: every raw arg-min is -1 or in [0, upper) (a poison value left means unwritten)."""
+    if not CHECK_WRITES:
+        return
+    bad = (arg < -1) | (arg >= upper)
+    if bool(bad.any()):
+        raise RuntimeError(
+            f"{name}: {int(bad.sum())} of {arg.numel()} raw arg-min outputs are unwritten or outside [-1, {upper}) "
+            f"(e.g. {arg[bad][:5].tolist()}; poison {ARG_POISON})"
+        )
+
+
+# Sizes are not specialised on (==1, %16): each distinct size would otherwise compile again (~1-3 s each on
+# the GPU); strides of the correlation inputs are, so that unit x-strides give contiguous loads.
+@triton.jit(do_not_specialize=["P", "R", "N"])
 def _global_argmin_kernel(
-    q_ptr,  # (B, P, C) query, channels-last
-    qn_ptr,  # (B, P) fp32 squared norms
-    r_ptr,  # (B, R, C) reference pixels sorted by label
-    rn_ptr,  # (B, R) fp32 squared norms
-    seg_ptr,  # (B, N + 1) int32 segment starts in the sorted order
-    arg_ptr,  # (B, N, P) int32 output: row in the sorted order, -1 when the segment is empty
+    q_ptr,  # (B, P, CP) query, channels-last, zero-padded channels
+    r_ptr,  # (B, R, CP) reference pixels sorted by label
+    rn_ptr,  # (B, R) fp32 squared norms of r
+    seg_ptr,  # (B, N + 1) int32: object o is rows [seg[o], seg[o + 1]) of the sorted order
+    arg_ptr,  # (B, N, P) int32 output: row in the sorted order, -1 when the object has no pixel
     P,
     R,
-    C,
     N,
+    CP: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -51,44 +149,46 @@ def _global_argmin_kernel(
     b = tl.program_id(2).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < P
+    offs_k = tl.arange(0, BLOCK_K)
     start = tl.load(seg_ptr + b * (N + 1) + obj)
     end = tl.load(seg_ptr + b * (N + 1) + obj + 1)
-    qn = tl.load(qn_ptr + b * P + offs_m, mask=m_mask, other=0.0)
+    q_rows = q_ptr + (b * P + offs_m[:, None]) * CP
+    if CP == BLOCK_K:  # one channel chunk: the query tile is loaded once for the whole segment
+        q = tl.load(q_rows + offs_k[None, :], mask=m_mask[:, None], other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
     best = tl.full([BLOCK_M], float("inf"), tl.float32)
     arg = tl.full([BLOCK_M], -1, tl.int32)
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < end
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for k0 in range(0, C, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_mask = offs_k < C
-            q = tl.load(
-                q_ptr + (b * P + offs_m[:, None]) * C + offs_k[None, :],
-                mask=m_mask[:, None] & k_mask[None, :],
-                other=0.0,
-            )
-            r = tl.load(
-                r_ptr + (b * R + offs_n[None, :]) * C + offs_k[:, None],
-                mask=n_mask[None, :] & k_mask[:, None],
-                other=0.0,
-            )
+        r_cols = r_ptr + (b * R + offs_n[None, :]) * CP
+        if CP == BLOCK_K:
+            r = tl.load(r_cols + offs_k[:, None], mask=n_mask[None, :], other=0.0)
             if UPCAST:
-                q, r = q.to(tl.float32), r.to(tl.float32)
-            acc = tl.dot(q, r, acc, input_precision=PRECISION)
-        rn = tl.load(rn_ptr + b * R + offs_n, mask=n_mask, other=0.0)
-        d = qn[:, None] + rn[None, :] - 2.0 * acc
-        d = tl.where(n_mask[None, :], d, float("inf"))
-        tile_min = tl.min(d, axis=1)
-        tile_arg = tl.argmin(d, axis=1).to(tl.int32) + n0
-        better = tile_min < best
+                r = r.to(tl.float32)
+            acc = tl.dot(q, r, input_precision=PRECISION)
+        else:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for k0 in range(0, CP, BLOCK_K):
+                qk = tl.load(q_rows + k0 + offs_k[None, :], mask=m_mask[:, None], other=0.0)
+                rk = tl.load(r_cols + k0 + offs_k[:, None], mask=n_mask[None, :], other=0.0)
+                if UPCAST:
+                    qk, rk = qk.to(tl.float32), rk.to(tl.float32)
+                acc = tl.dot(qk, rk, acc, input_precision=PRECISION)
+        # |q|^2 is the same for every candidate of a row: rank on |r|^2 - 2 q.r; columns past the
+        # segment get +inf through their norm
+        rn = tl.load(rn_ptr + b * R + offs_n, mask=n_mask, other=float("inf"))
+        score = rn[None, :] - 2.0 * acc
+        tile_min, tile_arg = tl.min(score, axis=1, return_indices=True)
+        better = tile_min < best  # strict: the first of equal candidates wins, as in the reference
         best = tl.where(better, tile_min, best)
-        arg = tl.where(better, tile_arg, arg)
+        arg = tl.where(better, tile_arg + n0, arg)
     tl.store(arg_ptr + (b * N + obj) * P + offs_m, arg, mask=m_mask)
 
 
-@triton.jit
-def _local_argmin_kernel(
+@triton.jit(do_not_specialize=["H", "W", "C", "N", "NUM_GROUPS", "K", "DIL"])
+def _local_direct_kernel(
     q_ptr,  # (B, H, W, C) query, channels-last
     p_ptr,  # (B, H, W, C) previous frame, channels-last
     lab_ptr,  # (B, H, W) int32 labels, -1 = ignored
@@ -143,98 +243,125 @@ def _local_argmin_kernel(
     tl.store(out, arg, mask=x_in[:, None] & (objs[None, :] < N))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["C", "H", "W", "R", "sab", "sbb"])
 def _correlation_kernel(
-    a_ptr,  # (B, H, W, C) channels-last
-    b_ptr,  # (B, H, W, C) channels-last
+    a_ptr,  # (B, C, H, W) any strides
+    b_ptr,  # (B, C, H, W) any strides
     out_ptr,  # (B, S * S, H, W) fp32 output, S = 2R + 1
+    C,
     H,
     W,
-    C,
     R,
-    BLOCK_X: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    sab,
+    sac,
+    say,
+    sax,
+    sbb,
+    sbc,
+    sby,
+    sbx,
+    BX: tl.constexpr,
+    RN: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid_x = tl.program_id(0)
     y = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    xs = pid_x * BLOCK_X + tl.arange(0, BLOCK_X)
-    x_in = xs < W
     span = 2 * R + 1
-    for d in range(0, span * span):
-        ry = y + d // span - R
-        rx = xs + d % span - R
-        valid = x_in & (rx >= 0) & (rx < W) & (ry >= 0) & (ry < H)
-        acc = tl.zeros([BLOCK_X], tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            cs = c0 + tl.arange(0, BLOCK_C)
-            c_mask = cs < C
-            av = tl.load(
-                a_ptr + ((b * H + y) * W + xs)[:, None] * C + cs[None, :],
-                mask=x_in[:, None] & c_mask[None, :],
+    i = tl.arange(0, BX)
+    j = tl.arange(0, RN)
+    offs_k = tl.arange(0, BLOCK_K)
+    xs = pid_x * BX + i
+    x_ok = xs < W
+    # column j of the reference segment is x = x0 - R + j, so query i at displacement dx is column i + dx + R
+    rx = pid_x * BX - R + j
+    r_ok = (rx >= 0) & (rx < W) & (j < BX + 2 * R)
+    for dyi in range(0, span):
+        ry = y + dyi - R
+        row_ok = (ry >= 0) & (ry < H)
+        acc = tl.zeros([BX, RN], tl.float32)
+        for c0 in range(0, C, BLOCK_K):
+            cs = c0 + offs_k
+            c_ok = cs < C
+            qa = tl.load(
+                a_ptr + b * sab + cs[:, None] * sac + y * say + xs[None, :] * sax,
+                mask=c_ok[:, None] & x_ok[None, :],
                 other=0.0,
             )
-            bv = tl.load(
-                b_ptr + ((b * H + ry) * W + rx)[:, None] * C + cs[None, :],
-                mask=valid[:, None] & c_mask[None, :],
+            rb = tl.load(
+                b_ptr + b * sbb + cs[:, None] * sbc + ry * sby + rx[None, :] * sbx,
+                mask=c_ok[:, None] & r_ok[None, :] & row_ok,
                 other=0.0,
             )
-            acc += tl.sum(av.to(tl.float32) * bv.to(tl.float32), axis=1)
-        tl.store(out_ptr + ((b * span * span + d) * H + y) * W + xs, acc, mask=x_in)
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> contiguous (B, H, W, C); fp64 is excluded by the dispatcher."""
-    return x.permute(0, 2, 3, 1).contiguous()
+            if UPCAST:
+                qa, rb = qa.to(tl.float32), rb.to(tl.float32)
+            acc = tl.dot(tl.trans(qa), rb, acc, input_precision=PRECISION)  # (BX, RN)
+        for dxi in range(0, span):
+            value = tl.sum(tl.where(j[None, :] == i[:, None] + dxi, acc, 0.0), axis=1)
+            tl.store(out_ptr + ((b * span * span + dyi * span + dxi) * H + y) * W + xs, value, mask=x_ok)
 
 
 def global_argmin(
-    query: torch.Tensor, reference: torch.Tensor, ref_labels: torch.Tensor, num_objects: int
+    query: torch.Tensor,
+    reference: torch.Tensor,
+    ref_labels: torch.Tensor,
+    num_objects: int,
+    *,
+    config: Mapping | None = None,
 ) -> torch.Tensor:
     """Global matching arg-min; same contract as :func:`vidseg.ops.reference.global_argmin`.
 
-    Memory: label-sorted reference copy and channels-last query copy, O(C*(H*W + Hr*Wr)).
+    ``config`` overrides :data:`GLOBAL_CONFIG`. Memory: channel-padded channels-last copies of query and
+    reference, the label-sorted reference copy and its order, O(C*(H*W + Hr*Wr)).
     """
+    cfg = merge_config(GLOBAL_CONFIG, config)
     batch, channels, height, width = query.shape
-    pixels = height * width
+    pixels, length = height * width, reference.shape[2] * reference.shape[3]
+    device = query.device
+    if pixels == 0 or length == 0:
+        return torch.full((batch, num_objects, pixels), -1, dtype=torch.long, device=device)
     dtype = query.dtype if query.dtype == reference.dtype else torch.float32
-    q = _channels_last(query.to(dtype)).view(batch, pixels, channels)
-    r = _channels_last(reference.to(dtype)).view(batch, -1, channels)
-    # the cpu path's label-grouped layout, without group padding: object o of batch element b is
-    # rows [starts[b, o], starts[b, o + 1]) of r_sorted[b]
-    order, starts = _group_by_label(ref_labels.reshape(batch, -1), num_objects, group=1)
-    length = order.shape[1]
-    if length == 0:
-        return torch.full((batch, num_objects, pixels), -1, dtype=torch.long, device=query.device)
-    starts = torch.tensor(starts[:-1], device=query.device).view(batch, num_objects + 1)
-    starts = (starts - torch.arange(batch, device=query.device)[:, None] * length).to(torch.int32).contiguous()
-    index = order.clamp(min=0)[:, :, None].expand(batch, length, channels)
-    r_sorted = r.gather(1, index).contiguous()
-    qn = q.float().square().sum(2).contiguous()
-    rn = r_sorted.float().square().sum(2).contiguous()
-    arg = torch.empty((batch, num_objects, pixels), dtype=torch.int32, device=query.device)
-    # The interpreter has no 3xTF32 and its bf16 tl.dot reinterprets bits (wrong results): there,
-    # dot in fp32 instead (bf16 products are exact in fp32, so the ranking is the same).
-    precision = "ieee" if _INTERPRET else "tf32x3"
-    upcast = _INTERPRET and dtype == torch.bfloat16
-    grid = (triton.cdiv(pixels, 64), num_objects, batch)
-    _global_argmin_kernel[grid](
+    block_k, padded = channel_block(channels, cfg["BLOCK_K"])
+    shift = centre(reference, dtype)
+    q = channels_last_padded(query, padded, dtype, shift).view(batch, pixels, padded)
+    r = channels_last_padded(reference, padded, dtype, shift).view(batch, length, padded)
+    # label-sorted reference on the device (no host sync): ignored pixels (key N) sort last
+    labels = ref_labels.reshape(batch, length)
+    key = torch.where(labels < num_objects, labels, num_objects)
+    order = torch.argsort(key, dim=1, stable=True)
+    counts = torch.zeros((batch, num_objects + 1), dtype=torch.long, device=device)
+    counts.scatter_add_(1, key, torch.ones_like(key))
+    starts = torch.zeros((batch, num_objects + 1), dtype=torch.int32, device=device)
+    starts[:, 1:] = counts[:, :num_objects].cumsum(1)
+    r_sorted = r.gather(1, order[:, :, None].expand(batch, length, padded))
+    rn = r_sorted.float().square().sum(2)
+    arg = index_buffer((batch, num_objects, pixels), device)
+    precision, upcast = dot_settings(dtype)
+    grid = (triton.cdiv(pixels, cfg["BLOCK_M"]), num_objects, batch)
+    launch(
+        "global",
+        _global_argmin_kernel,
+        grid,
         q,
-        qn,
         r_sorted,
         rn,
         starts,
         arg,
         pixels,
         length,
-        channels,
         num_objects,
-        BLOCK_M=64,
-        BLOCK_N=64,
-        BLOCK_K=32,
+        CP=padded,
+        BLOCK_M=cfg["BLOCK_M"],
+        BLOCK_N=cfg["BLOCK_N"],
+        BLOCK_K=block_k,
         PRECISION=precision,
         UPCAST=upcast,
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
     )
+    check_indices(arg, length, "global matching")
     arg = arg.long()
     return torch.where(arg >= 0, order.gather(1, arg.clamp(min=0).flatten(1)).view_as(arg), -1)
 
@@ -246,22 +373,55 @@ def local_argmin(
     num_objects: int,
     max_distance: int,
     dilation: int,
+    *,
+    kernel: str | None = None,
+    config: Mapping | None = None,
 ) -> torch.Tensor:
     """Local matching arg-min; same contract as :func:`vidseg.ops.reference.local_argmin`.
 
-    Memory: channels-last copies, O(C*H*W); the running minimum lives in registers.
+    ``kernel``: "tc" (tensor cores, :mod:`vidseg.ops.triton_local_tc`) or "direct" (fp32 differences);
+    None reads ``VIDSEG_TRITON_LOCAL`` (default "tc"). ``config`` overrides that kernel's settings.
     """
+    kernel = kernel or os.environ.get("VIDSEG_TRITON_LOCAL", "tc")
+    if kernel == "tc":
+        from vidseg.ops.triton_local_tc import local_argmin_tc
+
+        return local_argmin_tc(query, previous, prev_labels, num_objects, max_distance, dilation, config=config)
+    if kernel != "direct":
+        raise ValueError(f"local matching kernel must be 'tc' or 'direct', got {kernel!r}")
+    return local_argmin_direct(query, previous, prev_labels, num_objects, max_distance, dilation, config=config)
+
+
+def local_argmin_direct(
+    query: torch.Tensor,
+    previous: torch.Tensor,
+    prev_labels: torch.Tensor,
+    num_objects: int,
+    max_distance: int,
+    dilation: int,
+    *,
+    config: Mapping | None = None,
+) -> torch.Tensor:
+    """Local matching arg-min with fp32 differences on CUDA cores (no ranking error).
+
+    ``config`` overrides :data:`LOCAL_DIRECT_CONFIG`. Memory: channels-last copies, O(C*H*W); the running
+    minimum lives in registers.
+    """
+    cfg = merge_config(LOCAL_DIRECT_CONFIG, config)
     batch, channels, height, width = query.shape
     dtype = query.dtype if query.dtype == previous.dtype else torch.float32
-    q = _channels_last(query.to(dtype))
-    p = _channels_last(previous.to(dtype))
+    q = channels_last_padded(query, channels, dtype)
+    p = channels_last_padded(previous, channels, dtype)
     labels = torch.where(prev_labels < num_objects, prev_labels, -1).to(torch.int32).contiguous()
-    arg = torch.empty((batch, num_objects, height * width), dtype=torch.int32, device=query.device)
-    block_o = min(16, triton.next_power_of_2(num_objects))
+    arg = index_buffer((batch, num_objects, height * width), query.device)
+    block_o = min(cfg["BLOCK_O"], triton.next_power_of_2(num_objects))
     groups = triton.cdiv(num_objects, block_o)
-    block_c = min(64, triton.next_power_of_2(channels))
-    grid = (triton.cdiv(width, 32), height, batch * groups)
-    _local_argmin_kernel[grid](
+    block_c = min(cfg["BLOCK_C"], triton.next_power_of_2(channels))
+    grid = (triton.cdiv(width, cfg["BLOCK_X"]), height, batch * groups)
+    launch(
+        "local_direct",
+        _local_direct_kernel,
+        grid,
         q,
         p,
         labels,
@@ -273,24 +433,64 @@ def local_argmin(
         groups,
         max_distance,
         dilation,
-        BLOCK_X=32,
+        BLOCK_X=cfg["BLOCK_X"],
         BLOCK_C=block_c,
         BLOCK_O=block_o,
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
     )
+    check_indices(arg, height * width, "local matching (direct)")
     return arg.long()
 
 
-def correlation_sum(x1: torch.Tensor, x2: torch.Tensor, max_displacement: int) -> torch.Tensor:
+def correlation_sum(
+    x1: torch.Tensor, x2: torch.Tensor, max_displacement: int, *, config: Mapping | None = None
+) -> torch.Tensor:
     """Unnormalised cost volume (B, (2r+1)^2, H, W) fp32; same contract as the reference.
 
-    Memory: channels-last copies, O(C*H*W).
+    Reads x1 and x2 in place with their strides (a copy only to unify mixed dtypes). ``config`` overrides
+    :data:`CORRELATION_CONFIG`. Memory: the output only.
     """
-    batch, channels, height, width = x1.shape
+    cfg = merge_config(CORRELATION_CONFIG, config)
     dtype = x1.dtype if x1.dtype == x2.dtype else torch.float32
-    a, b = _channels_last(x1.to(dtype)), _channels_last(x2.to(dtype))
-    span = 2 * max_displacement + 1
-    out = torch.empty((batch, span * span, height, width), dtype=torch.float32, device=x1.device)
-    block_c = min(64, triton.next_power_of_2(channels))
-    grid = (triton.cdiv(width, 32), height, batch)
-    _correlation_kernel[grid](a, b, out, height, width, channels, max_displacement, BLOCK_X=32, BLOCK_C=block_c)
+    a, b = x1.to(dtype), x2.to(dtype)
+    batch, channels, height, width = a.shape
+    r = max_displacement
+    span = 2 * r + 1
+    shape = (batch, span * span, height, width)
+    if CHECK_WRITES:
+        out = torch.full(shape, float("nan"), dtype=torch.float32, device=a.device)
+    else:
+        out = torch.empty(shape, dtype=torch.float32, device=a.device)
+    if out.numel() == 0:
+        return out
+    if channels == 0:
+        return out.zero_()
+    block_k, _ = channel_block(channels, cfg["BLOCK_K"])
+    rn = max(16, triton.next_power_of_2(cfg["BX"] + 2 * r))
+    precision, upcast = dot_settings(dtype)
+    grid = (triton.cdiv(width, cfg["BX"]), height, batch)
+    launch(
+        "correlation",
+        _correlation_kernel,
+        grid,
+        a,
+        b,
+        out,
+        channels,
+        height,
+        width,
+        r,
+        *a.stride(),
+        *b.stride(),
+        BX=cfg["BX"],
+        RN=rn,
+        BLOCK_K=block_k,
+        PRECISION=precision,
+        UPCAST=upcast,
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+    )
+    if CHECK_WRITES and bool(out.isnan().any()):
+        raise RuntimeError(f"correlation: {int(out.isnan().sum())} of {out.numel()} outputs unwritten (NaN poison)")
     return out

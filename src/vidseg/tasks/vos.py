@@ -211,11 +211,23 @@ class VOSTask(pl.LightningModule):
         self._val_predictor = VOSPredictor(self.model, precision=self.hparams.val_precision)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """``batch`` is one full sequence: images (T, 3, H, W) uint8, masks (T, H, W) int64, name."""
+        """``batch`` is one full sequence: images (T, 3, H, W) uint8, masks (T, H, W) int64, name; with objects
+        that appear later (YouTube-VOS) also ``given`` (frame index -> mask of the objects first given there)
+        and ``first_frames`` (object id -> frame index)."""
         if self._val_predictor is None:
             self.on_validation_epoch_start()
-        pred = self._val_predictor.predict_sequence(batch["images"], batch["masks"][0])
-        self.val_jf.update(pred, batch["masks"].cpu(), sequence=batch["name"])
+        if "given" not in batch:
+            pred = self._val_predictor.predict_sequence(batch["images"], batch["masks"][0])
+            self.val_jf.update(pred, batch["masks"].cpu(), sequence=batch["name"])
+            return
+        from vidseg.data.youtube_vos_layout import scored_objects
+
+        pred = self._val_predictor.predict_sequence(batch["images"], masks=batch["given"])
+        gt = batch["masks"].cpu()
+        # Each object from its own first frame on (that frame and the last one are not scored), as evaluate.
+        for obj, first in scored_objects(batch["first_frames"], gt.shape[0]).items():
+            self.val_jf.update((pred[first:] == obj).long(), (gt[first:] == obj).long(),
+                               sequence=f"{batch['name']}_{obj}", num_objects=1)
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_jf.compute()

@@ -44,6 +44,7 @@ from vidseg.inference.checkpoint import checkpoint_fingerprint
 from vidseg.metrics.vpq import PROTOCOLS
 from vidseg.metrics.vps_eval import evaluate_submission, format_vps_table, load_ground_truth, write_vps_results
 from vidseg.utils.device import resolve_device
+from vidseg.utils.outputs import frame_count_hint, move_into_place, progress_bar, staged_outputs
 
 
 def dataset_layout(data_cfg: DictConfig) -> VPSLayout:
@@ -94,6 +95,7 @@ def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
     clips = video_index_ranges(videos)
     pan_dir, clip_dir = submission_dir / "pan_pred", submission_dir / "clips"
     segments: dict[str, list[dict]] = {}
+    bar = progress_bar(len(dataset), "predict")
     for number, indices in enumerate(clips, start=1):
         video = videos[indices[0]]
         record_path = clip_dir / f"{video}.json"
@@ -102,7 +104,8 @@ def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
             if record.get("fingerprint") == fingerprint and all(
                     (pan_dir / f"{pid}.png").is_file() for pid in record["frames"]):
                 segments.update(record["frames"])
-                print(f"[{number}/{len(clips)}] clip {video}: already predicted with this checkpoint, kept")
+                bar.write(f"[{number}/{len(clips)}] clip {video}: already predicted with this checkpoint, kept")
+                bar.update(len(indices))
                 continue
         record_path.unlink(missing_ok=True)
         session = predictor.start()
@@ -110,13 +113,15 @@ def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
         for index in indices:
             item = dataset[index]
             result = session.step(item["images"][0])
+            bar.update(1)
             if item["annotated"]:
                 pid = str(item["panoptic_image_id"])
                 write_panoptic_png(pan_dir / f"{pid}.png", result.panoptic)
                 frames[pid] = submission_segments(result.segments, to_json)
         write_json_atomic(record_path, {"video": video, "fingerprint": fingerprint, "frames": frames})
         segments.update(frames)
-        print(f"[{number}/{len(clips)}] clip {video}: {len(indices)} frames, {len(frames)} annotated")
+        bar.write(f"[{number}/{len(clips)}] clip {video}: {len(indices)} frames, {len(frames)} annotated")
+    bar.close()
     return segments
 
 
@@ -212,20 +217,27 @@ def predict_vps(cfg: DictConfig) -> dict:
     panoptic_dir, segments_dir, overlay_path = output / "panoptic", output / "segments", output / "overlay.mp4"
     session = predictor.start()
     tracks: set[int] = set()
-    with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(overlay_path, fps=fps)) if cfg.overlay else None
+    # Outputs are built in a staging folder and moved over the previous run's only when every frame is done.
+    with staged_outputs(output) as staging, contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(staging / overlay_path.name, fps=fps)) if cfg.overlay else None
+        bar = stack.enter_context(progress_bar(frame_count_hint(input_path), "predict"))
         for frame in frames:
             index, panoptic, segments = session.step(frame)
-            write_panoptic_png(panoptic_dir / f"{index:05d}.png", panoptic)
-            write_json_atomic(segments_dir / f"{index:05d}.json", {"frame": index, "segments_info": [
+            write_panoptic_png(staging / panoptic_dir.name / f"{index:05d}.png", panoptic)
+            write_json_atomic(staging / segments_dir.name / f"{index:05d}.json", {"frame": index, "segments_info": [
                 {"id": s["id"], "category_id": s["category_id"], "category": names.get(s["category_id"]),
                  "isthing": bool(s["isthing"]), "track_id": s["track_id"], "score": s["score"], "area": s["area"]}
                 for s in segments]})
             tracks.update(s["track_id"] for s in segments if s["isthing"])
             if writer is not None:
                 writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
+            bar.update(1)
         if session.frame_index == 0:
             raise DataError(f"{input_path}: no frames to segment (the video or folder is empty)")
+        stack.close()  # finish the overlay video before it is moved
+        (output / "prediction.json").unlink(missing_ok=True)
+        for name in (panoptic_dir.name, segments_dir.name, *((overlay_path.name,) if cfg.overlay else ())):
+            move_into_place(staging / name, output / name)
     summary = {"frames": session.frame_index, "tracks": sorted(tracks), "panoptic": str(panoptic_dir.resolve()),
                "segments": str(segments_dir.resolve()),
                "overlay": str(overlay_path.resolve()) if cfg.overlay else None, "ckpt": str(cfg.ckpt),
