@@ -142,8 +142,8 @@ def evaluate_vos(cfg: DictConfig) -> DavisResults | None:
                       resolution=resolution, binary_255=binary_255)
 
     gt_masks = {seq: sequence_paths(root, seq, resolution=resolution)[1] for seq in sequences}
-    results = evaluate_folder(gt_masks, results_dir, binary_255=binary_255)
-    paths = write_results(results, output_dir, split)
+    results = evaluate_folder(gt_masks, results_dir, binary_255=binary_255, workers=cfg.get("workers"))
+    paths = write_results(results, output_dir, split, plots=bool(cfg.get("plots", True)))
     write_json_atomic(output_dir / "evaluation.json", {
         "task": "vos", "ckpt": str(cfg.ckpt) if cfg.ckpt else None, "predictions": str(results_dir.resolve()),
         "data_root": str(root.resolve()), "year": year, "split": split, "sequences": len(sequences),
@@ -201,7 +201,7 @@ def evaluate_youtube_vos(cfg: DictConfig) -> DavisResults | None:
     results, files, skipped = None, {}, []
     if gt_dir is not None:
         results, skipped = evaluate_youtube_vos_folder(videos, results_dir, gt_dir)
-        files = write_results(results, output_dir, split)
+        files = write_results(results, output_dir, split, plots=bool(cfg.get("plots", True)))
         print(format_table(results, split))
         print(f"(vidseg's YouTube-VOS score: J&F per object over the frames after its first frame, the last frame "
               f"excluded; ground truth {gt_dir.resolve()})")
