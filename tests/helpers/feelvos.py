@@ -7,3 +7,10 @@ TINY_FEELVOS = dict(
     embedding_dim=4, head_channels=8, head_kernel=3, head_layers=1, local_max_distance=2,
     max_reference_per_object=20,
 )
+
+# A little wider (16 decoder channels, 8-dim embeddings): the FEELVOS model and predictor tests.
+TINY_NET = dict(
+    backbone=dict(name="resnet18", output_stride=16), decoder=dict(decoder_channels=16, aspp_channels=16),
+    embedding_dim=8, head_channels=16, head_kernel=3, head_layers=1, local_max_distance=2,
+    max_reference_per_object=20,
+)

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.feelvos import TINY_NET
 from vidseg.errors import DataError
 from vidseg.inference.vos import VOSPredictor
 from vidseg.models.feelvos import FEELVOS
-
-from ..models.test_feelvos import TINY_NET
 
 H, W = 40, 52  # padded to 48x64 (stride 16): features 12x16 at stride 4
 

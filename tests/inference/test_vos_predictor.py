@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.feelvos import TINY_NET
 from vidseg.constants import IMAGENET_MEAN_UINT8
 from vidseg.inference.checkpoint import CheckpointError
 from vidseg.inference.vos import VOSPredictor, load_vos_model
 from vidseg.models.feelvos import FEELVOS
 from vidseg.models.feelvos.model import one_hot_probabilities
-
-from ..models.test_feelvos import TINY_NET
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers.feelvos import TINY_NET
 from vidseg.models.feelvos import FEELVOS, DynamicSegmentationHead
 from vidseg.models.feelvos.model import (
     ABSENT_LOGIT,
@@ -10,12 +11,6 @@ from vidseg.models.feelvos.model import (
     one_hot_probabilities,
     pad_to_multiple,
     sample_reference_pixels,
-)
-
-TINY_NET = dict(
-    backbone=dict(name="resnet18", output_stride=16), decoder=dict(decoder_channels=16, aspp_channels=16),
-    embedding_dim=8, head_channels=16, head_kernel=3, head_layers=1, local_max_distance=2,
-    max_reference_per_object=20,
 )
 
 
