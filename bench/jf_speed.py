@@ -240,7 +240,7 @@ def check_equal(rows: list[dict], tol: float = 1e-6) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=None, help="write jf-speed-cpu.md/.json here (default: print only)")
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--height", type=int, default=480)
