@@ -30,15 +30,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/ops.py
 
+from tests.helpers.configs import TINY_FEELVOS  # noqa: E402
+from tests.helpers.vps_training import TINY_VPS as TINY_VPS_TRAINING  # noqa: E402
+
 HEIGHT, WIDTH = 64, 112
 EARLY = 100
-TINY_FEELVOS = [
-    "backbone=resnet18", "model.net.decoder.decoder_channels=16", "model.net.decoder.aspp_channels=16",
-    "model.net.embedding_dim=8", "model.net.head_channels=16", "model.net.head_kernel=3", "model.net.head_layers=1",
-    "model.net.local_max_distance=3", "model.net.max_reference_per_object=64",
-]
-TINY_VPS = ["experiment=toy_vps", "data.crop_size=[64,128]", "data.batch_size=2", "data.repeat=1",
-            "data.val_max_videos=1"]
+# The test suite's tiny models, trained for one step: memory depends on a model's size, not on its weights.
+TINY_VPS = [o for o in TINY_VPS_TRAINING if not o.startswith(("task=", "trainer."))]
 
 
 def rss_mib() -> float:

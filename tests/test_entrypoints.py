@@ -95,6 +95,11 @@ def test_evaluate_results_folder_ground_truth_scores_one(toy_davis_root, tmp_pat
                                                          f"predictions={results_dir}"])
     results = evaluate(cfg)
     assert results.global_metrics["J&F-Mean"] == 1.0
+    assert (tmp_path / "eval" / "results-val-jf.png").is_file()
+    quiet = compose_config("evaluate", tmp_path / "quiet", ["task=vos", f"data.root={toy_davis_root}",
+                                                            f"predictions={results_dir}", "plots=false", "workers=1"])
+    assert evaluate(quiet).global_metrics == results.global_metrics  # one process, same scores
+    assert not (tmp_path / "quiet" / "results-val-jf.png").exists()
     # an RGB results mask is refused with the file named
     seq = list_sequences(toy_davis_root, split="val")[0]
     bad = results_dir / seq / "00001.png"

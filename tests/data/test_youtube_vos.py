@@ -263,33 +263,37 @@ def test_eval_dataset_gives_late_objects_at_their_frame(toy_youtube_vos_root, tm
 
 
 class _Source:
-    """A training dataset stand-in with its own reseedable RNG, like DavisTrainDataset."""
+    """A training dataset stand-in that records the item keys it is asked for."""
 
     def __init__(self, name):
-        self.name, self.rng = name, np.random.default_rng(0)
+        self.name = name
 
-    def reseed(self, seed):
-        self.rng = np.random.default_rng(seed)
+    def reseed(self, seed):  # the mix forwards worker reseeds; item draws must not depend on them
+        self.reseeded = seed
 
-    def __getitem__(self, index):
-        return {"draw": int(self.rng.integers(1 << 30)), "source": self.name}
+    def __getitem__(self, key):
+        return {"key": key, "source": self.name}
 
 
-def test_mixed_dataset_follows_the_probabilities_and_is_reproducible():
+def test_mixed_dataset_follows_the_probabilities_and_depends_on_epoch_and_index_only():
     from vidseg.data.youtube_vos import MixedVOSTrainDataset
 
-    def run(probabilities, seed=3):
+    def run(probabilities, epoch=0, reseed=None, seed=0):
         mixed = MixedVOSTrainDataset({"davis": _Source("davis"), "youtube_vos": _Source("youtube_vos")},
-                                     probabilities, samples_per_epoch=400, seed=0)
-        mixed.reseed(seed)
-        return [mixed[i] for i in range(len(mixed))]
+                                     probabilities, samples_per_epoch=400, seed=seed)
+        if reseed is not None:
+            mixed.reseed(reseed)
+        return [mixed[(epoch, i)] for i in range(len(mixed))]
 
     counts = Counter(item["dataset"] for item in run({"davis": 1, "youtube_vos": 3}))
     assert 70 <= counts["davis"] <= 130 and counts["davis"] + counts["youtube_vos"] == 400  # 100 expected
     assert {item["dataset"] for item in run({"davis": 0, "youtube_vos": 1})} == {"youtube_vos"}
-    assert all(item["dataset"] == item["source"] for item in run({"davis": 1, "youtube_vos": 1}))
-    assert run({"davis": 1, "youtube_vos": 1}) == run({"davis": 1, "youtube_vos": 1})
-    assert run({"davis": 1, "youtube_vos": 1}) != run({"davis": 1, "youtube_vos": 1}, seed=4)
+    even = run({"davis": 1, "youtube_vos": 1})
+    assert all(item["dataset"] == item["source"] for item in even)
+    assert [item["key"] for item in even] == [(0, i) for i in range(400)]  # the item key reaches the dataset
+    assert run({"davis": 1, "youtube_vos": 1}, reseed=4) == even  # a worker's reseed changes nothing
+    assert run({"davis": 1, "youtube_vos": 1}, epoch=1) != [dict(e, key=(1, i)) for i, e in enumerate(even)]
+    assert run({"davis": 1, "youtube_vos": 1}, seed=1) != even
     with pytest.raises(ValueError, match="probabilities"):
         MixedVOSTrainDataset({"davis": _Source("d")}, {"youtube_vos": 1}, samples_per_epoch=1)
     with pytest.raises(ValueError, match=">= 0"):

@@ -9,7 +9,7 @@ import torch
 
 import vidseg.training.checkpointing as checkpointing
 from vidseg.data.sampling import EpochSampler, batches_done_in_epoch
-from vidseg.training import AtomicCheckpointIO, LastCheckpoint
+from vidseg.training import AtomicCheckpointIO, LastCheckpoint, StepSeed
 
 
 def _umask() -> int:
@@ -75,3 +75,70 @@ def test_skipped_pass_is_the_tail_of_the_full_pass_and_only_once():
     assert list(sampler) == full[6:]
     assert list(sampler) == full  # the next pass over the same epoch is whole again
     assert all(e == 2 for e, _ in full) and sorted(i for _, i in full) == list(range(12))
+
+
+class _SavingTrainer:
+    """What LastCheckpoint reads of a one-process Trainer; ``save_checkpoint`` records the steps saved."""
+
+    sanity_checking = fast_dev_run = False
+    world_size, global_rank = 1, 0
+
+    def __init__(self) -> None:
+        self.global_step, self.saved = 0, []
+
+    def save_checkpoint(self, path) -> None:
+        self.saved.append((self.global_step, os.path.basename(path)))
+
+
+def _run_steps(callback: LastCheckpoint, trainer: _SavingTrainer, steps: int, clock: list[float]) -> None:
+    for _ in range(steps):
+        trainer.global_step += 1
+        clock[0] += 30.0  # each step takes 30 s
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+
+
+def test_last_checkpoint_saves_every_n_steps_and_every_m_minutes(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(checkpointing.time, "monotonic", lambda: clock[0])
+    by_steps, trainer = LastCheckpoint(tmp_path, every_n_steps=3, every_minutes=0), _SavingTrainer()
+    by_steps.on_fit_start(trainer, None)
+    _run_steps(by_steps, trainer, 7, clock)
+    assert trainer.saved == [(3, "last.ckpt"), (6, "last.ckpt")]
+    by_steps.on_train_end(trainer, None)  # the end is always saved, once
+    by_steps.on_train_end(trainer, None)
+    assert [s for s, _ in trainer.saved] == [3, 6, 7]
+    by_steps.teardown(trainer, None, "fit")
+
+    by_time, trainer = LastCheckpoint(tmp_path, every_n_steps=0, every_minutes=2), _SavingTrainer()
+    by_time.on_fit_start(trainer, None)
+    _run_steps(by_time, trainer, 9, clock)  # 2 minutes = 4 steps of 30 s
+    assert [s for s, _ in trainer.saved] == [4, 8]
+    by_time.teardown(trainer, None, "fit")
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path):
+    from vidseg.errors import TrainingStopped
+
+    callback, trainer = LastCheckpoint(tmp_path, every_n_steps=0, every_minutes=0), _SavingTrainer()
+    callback.on_fit_start(trainer, None)
+    try:
+        _run_steps(callback, trainer, 2, [0.0])
+        callback._on_sigint(2, None)  # what the installed SIGINT handler does
+        with pytest.raises(TrainingStopped, match="SIGINT at step 3"):
+            _run_steps(callback, trainer, 1, [0.0])
+        assert [s for s, _ in trainer.saved] == [3]
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts at once
+            callback._on_sigint(2, None)
+    finally:
+        callback.teardown(trainer, None, "fit")
+
+
+def test_step_seed_depends_on_seed_step_and_rank():
+    def draw(seed: int, step: int, rank: int = 0) -> float:
+        trainer = _SavingTrainer()
+        trainer.global_step, trainer.global_rank = step, rank
+        StepSeed(seed).on_train_batch_start(trainer, None, None, 0)
+        return float(torch.rand(()))
+
+    assert draw(0, 5) == draw(0, 5)
+    assert len({draw(0, 5), draw(0, 6), draw(1, 5), draw(0, 5, rank=1)}) == 4

@@ -30,6 +30,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from vidseg.data.io import chmod_like_open
 from vidseg.errors import TrainingStopped
 from vidseg.utils.seeding import mix_seed
 
@@ -64,9 +65,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is shared like any output
+            chmod_like_open(tmp)  # mkstemp makes 0600; a checkpoint is shared like any output
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         finally:
