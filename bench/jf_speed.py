@@ -17,6 +17,8 @@ on ``Annotations/480p`` and the results folder, as the repository's script does.
 
 Both rows are whole processes started once each, one run (imports, config, reading PNGs, scoring, writing
 results): ``python -m vidseg.evaluate task=vos data.root=<root> predictions=<results>`` and the baseline.
+vidseg's sources are byte-compiled first, as pip does for an installed package (an editable install with
+PYTHONDONTWRITEBYTECODE set would otherwise compile them in every process).
 The two must give the same global J and F (to 1e-6) or the bench fails. Writes jf-speed-cpu.md and
 jf-speed-cpu.json under --out.
 """
@@ -28,6 +30,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared machine: see bench/ops.py
 
 import argparse  # noqa: E402
+import compileall  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -206,7 +209,8 @@ def report(rows: list[dict], config: dict, info: dict) -> tuple[str, dict]:
     ratio = base["seconds"] / ours["seconds"] if ours and base else None
     lines = [
         f"# J&F folder scoring, {config['sequences']} sequences x {config['frames']} frames at "
-        f"{config['width']}x{config['height']}, whole processes, one run",
+        f"{config['width']}x{config['height']}, {config.get('min_objects', 2)}-{config.get('max_objects', 5)} "
+        "objects per sequence, whole processes, one run",
         "",
         f"Machine: {info['cpu']}, {info['usable_cores']} usable cores, Python {info['python']}, numpy "
         f"{info['numpy']}, load average at start {info['load_average_start'][0]:.2f}, {info['date']}. "
@@ -246,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=854)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-objects", type=int, default=2, help="objects per sequence, drawn in [min, max]")
+    parser.add_argument("--max-objects", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="vidseg's workers= (default: its config)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     parser.add_argument("--vos-python", type=Path, default=None,
@@ -255,14 +261,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_jf_"))
     config = {k: v for k, v in vars(args).items() if k in ("sequences", "frames", "height", "width", "seed",
-                                                           "workers")}
+                                                           "min_objects", "max_objects", "workers")}
     config["command"] = " ".join(["python -m bench.jf_speed", *(sys.argv[1:] if argv is None else argv)])
     try:
         t0 = time.perf_counter()
         davis, results = make_case(work, sequences=args.sequences, frames=args.frames, height=args.height,
-                                   width=args.width, seed=args.seed)
+                                   width=args.width, seed=args.seed, min_objects=args.min_objects,
+                                   max_objects=args.max_objects)
         print(f"generated {args.sequences} sequences x {args.frames} frames at {args.width}x{args.height} in "
               f"{time.perf_counter() - t0:.1f} s ({work})", flush=True)
+        compileall.compile_dir(str(ROOT / "src"), quiet=1)
         info = machine()  # load average after generating, just before timing
         rows = []
         nums, dt, cpu = run_vidseg(davis, results, work / "vidseg-out", args.workers)
@@ -283,9 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
     table, payload = report(rows, config, info)
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "jf-speed-cpu.md", table)
-    write_text_atomic(args.out / "jf-speed-cpu.json", json.dumps(payload, indent=2) + "\n")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out / "jf-speed-cpu.md", table)
+        write_text_atomic(args.out / "jf-speed-cpu.json", json.dumps(payload, indent=2) + "\n")
     return payload
 
 

@@ -109,6 +109,41 @@ def test_evaluate_results_folder_ground_truth_scores_one(toy_davis_root, tmp_pat
         evaluate(cfg)
 
 
+def test_evaluate_command_line_single_run_multirun_and_user_error(toy_davis_root, tmp_path):
+    """``python -m vidseg.evaluate`` itself: start-up shortcuts (one config composition, GC off while composing,
+    exit without teardown) keep Hydra's run directory, multirun and the one-line user error."""
+    import subprocess
+    import sys
+
+    results_dir = tmp_path / "gt_as_results"
+    for seq in list_sequences(toy_davis_root, split="val"):
+        for path in sequence_paths(toy_davis_root, seq)[1]:
+            write_mask(results_dir / seq / path.name, read_mask(path))
+    command = [sys.executable, "-m", "vidseg.evaluate"]
+    base = [*command, "task=vos", f"data.root={toy_davis_root}", "plots=false"]
+
+    run_dir = tmp_path / "run"
+    single = subprocess.run([*base, f"predictions={results_dir}", f"hydra.run.dir={run_dir}"],
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    assert single.stdout.startswith("J&F-Mean: 1.000") and single.stdout.endswith(".json\n")  # all flushed
+    assert json.loads((run_dir / "results-val.json").read_text())["global"]["J&F-Mean"] == 1.0
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "evaluate.log").is_file()
+
+    sweep_dir = tmp_path / "sweep"
+    multi = subprocess.run([*command, "-m", *base[len(command):], f"predictions={results_dir}", "workers=1,2",
+                            f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True)
+    assert multi.returncode == 0, multi.stderr
+    for job in ("0", "1"):
+        assert json.loads((sweep_dir / job / "results-val.json").read_text())["global"]["J&F-Mean"] == 1.0
+    assert multi.stdout.count("J&F-Mean: 1.000") == 2
+
+    missing = subprocess.run([*base, f"predictions={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'bad'}"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("vidseg: error: results folder not found:") and "nowhere" in missing.stderr
+
+
 def test_predict_mp4_writes_masks_and_overlay(trained, toy_davis_root, toy_video_path, tmp_path):
     out, _ = trained
     seq = list_sequences(toy_davis_root, split="val")[0]

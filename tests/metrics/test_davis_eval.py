@@ -15,7 +15,15 @@ import pytest
 from PIL import Image
 
 from vidseg.data.io import MaskFormatError, read_mask, write_mask
-from vidseg.metrics import JAndF, boundary_f, evaluate_folder, format_table, jaccard, write_results
+from vidseg.metrics import (
+    JAndF,
+    boundary_f,
+    evaluate_folder,
+    evaluate_sequence,
+    format_table,
+    jaccard,
+    write_results,
+)
 from vidseg.metrics.davis_eval import DavisResults, _read_frame, _read_plain_png_into, default_workers
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "jf_oracle"
@@ -130,6 +138,79 @@ def test_parallel_scoring_reports_the_first_bad_sequence_in_order(tmp_path):
         evaluate_folder(gt, tmp_path / "res", workers=2)
     with pytest.raises(FileNotFoundError, match=r"res/c/00003\.png: prediction missing"):
         evaluate_folder({"a": gt["a"], "c": gt["c"], "b": gt["b"]}, tmp_path / "res", workers=2)
+
+
+def _moving_squares(root, name, frames, size=(12, 16), objects=2, shift=0):
+    """GT and results of one sequence (results: GT moved ``shift * (t % 3)`` px right); returns its GT paths."""
+    h, w = size
+    paths = []
+    for t in range(frames):
+        lab = np.zeros((h, w), np.uint8)
+        for obj in range(1, objects + 1):
+            y = 1 + 4 * (obj - 1) % (h - 4)
+            lab[y : y + 3, (t + 3 * obj) % (w - 4) : (t + 3 * obj) % (w - 4) + 4] = obj
+        write_mask(root / "gt" / name / f"{t:05d}.png", lab)
+        write_mask(root / "res" / name / f"{t:05d}.png", np.roll(lab, shift * (t % 3), axis=1))
+        paths.append(root / "gt" / name / f"{t:05d}.png")
+    return paths
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sequences_cut_into_pieces_score_as_whole_sequences(tmp_path, monkeypatch, workers):
+    import vidseg.metrics.davis_eval as davis_eval
+
+    gt = {"long": _moving_squares(tmp_path, "long", 12, shift=1), "short": _moving_squares(tmp_path, "short", 4)}
+    whole = evaluate_folder(gt, tmp_path / "res", workers=1)
+    monkeypatch.setattr(davis_eval, "_PIECE_PIXELS", 3 * 12 * 16)  # 10 scored frames -> 4 pieces of 2-3
+    cut = evaluate_folder(gt, tmp_path / "res", workers=workers)
+    assert len(set(whole.per_frame["long_1"]["J"])) > 1  # frames differ: pieces out of order would show
+    assert cut.per_frame == whole.per_frame and cut.per_object == whole.per_object
+    assert cut.object_stats == whole.object_stats and cut.global_metrics == whole.global_metrics
+    expected = evaluate_sequence(np.stack([read_mask(p) for p in gt["long"]]),
+                                 np.stack([read_mask(tmp_path / "res" / "long" / p.name) for p in gt["long"]]))
+    np.testing.assert_array_equal(cut.per_frame["long_1"]["F"], expected["F"][0])
+    assert cut.per_frame["long_1"]["frames"] == [p.stem for p in gt["long"][1:-1]]
+
+
+@pytest.mark.parametrize("frames", [3, 4, 10, 11, 41, 42, 83])
+def test_pieces_are_near_equal_runs_of_the_scored_frames(monkeypatch, frames):
+    import vidseg.metrics.davis_eval as davis_eval
+
+    paths = [Path(f"{t:05d}.png") for t in range(frames)]
+    pieces = davis_eval._pieces(paths, frame_pixels=854 * 480)  # at most 40 frames of 480p per piece
+    assert [p for piece in pieces for p in piece] == paths[1:-1]
+    sizes = [len(piece) for piece in pieces]
+    assert max(sizes) <= 40 and max(sizes) - min(sizes) <= 1
+    assert len(pieces) == -(-(frames - 2) // 40)
+    assert davis_eval._pieces(paths, frame_pixels=0) == [tuple(paths[1:-1])]  # unreadable header: one piece
+
+
+def test_the_first_bad_piece_of_a_sequence_is_reported(tmp_path, monkeypatch):
+    import vidseg.metrics.davis_eval as davis_eval
+
+    gt = {"seq": _moving_squares(tmp_path, "seq", 12)}
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8), mode="RGB").save(tmp_path / "res" / "seq" / "00009.png")
+    (tmp_path / "res" / "seq" / "00005.png").unlink()
+    monkeypatch.setattr(davis_eval, "_PIECE_PIXELS", 3 * 12 * 16)
+    for workers in (1, 2):
+        with pytest.raises(FileNotFoundError, match=r"res/seq/00005\.png: prediction missing"):
+            evaluate_folder(gt, tmp_path / "res", workers=workers)
+
+
+def test_serial_scoring_of_sequences_of_two_sizes_keeps_no_buffers(tmp_path):
+    import vidseg.metrics.davis_eval as davis_eval
+
+    gt = {"small": _moving_squares(tmp_path, "small", 5, size=(12, 16), shift=1),
+          "large": _moving_squares(tmp_path, "large", 6, size=(20, 30), objects=3, shift=2),
+          "again": _moving_squares(tmp_path, "again", 4, size=(12, 16))}
+    out = evaluate_folder(gt, tmp_path / "res", workers=1)
+    for name, paths in gt.items():  # each equals the sequence scored on its own, whatever was read before
+        expected = evaluate_sequence(np.stack([read_mask(p) for p in paths]),
+                                     np.stack([read_mask(tmp_path / "res" / name / p.name) for p in paths]))
+        for k in range(expected["num_objects"]):
+            np.testing.assert_array_equal(out.per_frame[f"{name}_{k + 1}"]["J"], expected["J"][k])
+            np.testing.assert_array_equal(out.per_frame[f"{name}_{k + 1}"]["F"], expected["F"][k])
+    assert getattr(davis_eval._buffers, "arrays", None) is None  # the frames are not kept after scoring
 
 
 def test_default_workers_is_the_usable_cores():

@@ -211,5 +211,5 @@ def plot_results(
         draw.text((lx0 + 36, y), entry, fill=INK, font=small)
 
     with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
+        canvas.save(tmp, format="PNG", compress_level=1)  # half the time of the default 6, 30% larger
     return path

@@ -157,7 +157,7 @@ def evaluate_vps(cfg: DictConfig):
         write_json_atomic(submission / "pred.json", {"annotations": [
             {"image_id": pid, "file_name": f"{pid}.png", "segments_info": segments[pid]}
             for pid in ground_truth.image_ids]})
-    results = evaluate_submission(ground_truth, submission, PROTOCOLS[layout.name], workers=int(cfg.get("workers", 1)))
+    results = evaluate_submission(ground_truth, submission, PROTOCOLS[layout.name], workers=cfg.get("workers"))
     paths = write_vps_results(results, output_dir, split)
     write_json_atomic(output_dir / "evaluation.json", {
         "task": "vps", "dataset": layout.name, "ckpt": str(cfg.ckpt) if cfg.get("ckpt") else None,
