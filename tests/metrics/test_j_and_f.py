@@ -244,6 +244,22 @@ def test_evaluate_frames_equals_per_object_masks(n_objects):
     assert res["J"].shape == res["F"].shape == (n_objects, 4) and res["J"].dtype == np.float64
 
 
+def test_evaluate_frames_of_one_object_equals_its_masks():
+    # one object takes its own counting path (DAVIS 2016): void, ids above 1 and an empty frame included
+    rng = np.random.default_rng(1)
+    gt = blocky_labels(rng, (5, 30, 44), 2, block=4).astype(np.uint8)
+    gt[1, :8, :8] = 255  # void: background
+    gt[2, -6:, -6:] = 7  # an id above num_objects: background
+    gt[3] = 0  # no object, and none predicted: J = 1
+    pred = np.where(rng.random(gt.shape) < 0.15, 1 - (gt == 1), gt == 1).astype(np.uint8)
+    pred[3] = 0
+    res = evaluate_frames(gt, pred, 1)
+    np.testing.assert_array_equal(res["J"][0], jaccard(pred == 1, gt == 1))
+    assert res["J"][0, 3] == 1.0 and res["J"].shape == (1, 5)
+    multi = evaluate_frames(np.where(gt == 1, 1, 0), pred, 2)  # the histogram path, with an unused object 2
+    np.testing.assert_array_equal(res["J"][0], multi["J"][0])
+
+
 def test_core_module_does_not_import_torch():
     import subprocess
     import sys

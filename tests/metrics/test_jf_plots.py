@@ -89,3 +89,19 @@ def test_many_sequences_draw_without_labels(tmp_path):
     results, _ = fake_results(n_sequences=120, frames=3)
     width, _ = png_size(plot_results(results, tmp_path / "many.png"))
     assert width == 2400  # capped width
+
+
+def test_objects_that_appear_later_are_left_out_of_the_frame_mean_before_they_appear(tmp_path):
+    # YouTube-VOS results: per-frame J is NaN before an object's first scored frame
+    results, seqs = fake_results(n_sequences=3, frames=6)
+    j = seqs[1]["J"].copy()  # seq1 has two objects
+    j[1, :3] = np.nan  # object 2 appears at the 4th frame
+    j[0, :1] = np.nan  # and object 1 is not scored in the first frame either
+    results.per_frame["seq1_2"]["J"] = list(j[1])
+    results.per_frame["seq1_1"]["J"] = list(j[0])
+    frames, mean = sequence_frame_j(results, "seq1")
+    assert np.isnan(mean[0])  # no object scored there
+    np.testing.assert_allclose(mean[1:3], j[0, 1:3])  # object 1 alone
+    np.testing.assert_allclose(mean[3:], j[:, 3:].mean(axis=0))  # both
+    path = plot_results(results, tmp_path / "late.png", worst=3)
+    assert png_size(path)[0] >= 600  # NaN frames are skipped, not drawn

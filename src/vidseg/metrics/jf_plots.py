@@ -49,7 +49,11 @@ def sequence_scores(results: DavisResults) -> list[tuple[str, float, float, floa
 
 
 def sequence_frame_j(results: DavisResults, sequence: str) -> tuple[list[str], np.ndarray]:
-    """Frame ids and ``(T,) float64`` J per frame of ``sequence``, the mean over its objects."""
+    """Frame ids and ``(T,) float64`` J per frame of ``sequence``, the mean over the objects scored there.
+
+    An object that appears later (YouTube-VOS) has NaN J before its first scored frame and is left out of the
+    mean there; a frame where no object is scored yet is NaN.
+    """
     frames: list[str] = []
     rows = []
     for name, _, _ in results.per_object:
@@ -57,7 +61,13 @@ def sequence_frame_j(results: DavisResults, sequence: str) -> tuple[list[str], n
         if entry is not None and entry["sequence"] == sequence:
             frames = list(entry["frames"])
             rows.append(entry["J"])
-    return frames, np.mean(np.asarray(rows, dtype=np.float64), axis=0) if rows else np.zeros(0)
+    if not rows:
+        return frames, np.zeros(0)
+    values = np.asarray(rows, dtype=np.float64)
+    scored = ~np.isnan(values)
+    counts = scored.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 where no object is scored: NaN
+        return frames, np.where(scored, values, 0.0).sum(axis=0) / counts
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -191,7 +201,7 @@ def plot_results(
     draw.text(((bx0 + bx1) / 2 - 20, by1 + 26), "frame", fill=INK, font=font)
     for k, (_, _, steps, j) in enumerate(curves):
         colour = LINE_COLOURS[k % len(LINE_COLOURS)]
-        points = [(to_x(s), to_y(v)) for s, v in zip(steps, j, strict=True)]
+        points = [(to_x(s), to_y(v)) for s, v in zip(steps, j, strict=True) if not math.isnan(v)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         if len(points) < 60:
