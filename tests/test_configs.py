@@ -73,3 +73,13 @@ def test_a_gpu_is_used_by_default_when_present(entry_point, tmp_path, monkeypatc
         assert resolve_device(cfg.device).type == "cuda"
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         assert resolve_device(cfg.device).type == "cpu"
+
+
+@pytest.mark.parametrize("overrides", [["task=vos"], ["task=vps"], ["task=vps", "data=viper"],
+                                       ["task=vos", "data=youtube_vos"], ["task=vos", "data=davis_youtube_vos"]])
+def test_no_config_sets_hydra_mode(overrides, tmp_path):
+    # vidseg.evaluate skips Hydra's mode probe on plain command lines (utils.cli.skip_hydra_mode_probe): that is
+    # right only while no config file of ours sets hydra.mode (experiment= turns the shortcut off)
+    for entry_point in ENTRY_POINTS:
+        cfg = compose_config(entry_point, tmp_path, overrides)
+        assert cfg.hydra.mode is None, (entry_point, overrides)
