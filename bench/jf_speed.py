@@ -15,8 +15,13 @@ throwaway venv under the bench's work folder from the package index, never into 
 no command-line entry point of its own in the wheel: its process runs ``vos_benchmark.benchmark.benchmark``
 on ``Annotations/480p`` and the results folder, as the repository's script does.
 
-Both rows are whole processes started once each, one run (imports, config, reading PNGs, scoring, writing
-results): ``python -m vidseg.evaluate task=vos data.root=<root> predictions=<results>`` and the baseline.
+With ``--official <davis2017-evaluation checkout>`` (github.com/davisvideochallenge/davis2017-evaluation; the bench
+never downloads it) a third row times the official toolkit itself, ``evaluation_method.py --task
+semi-supervised``, in the same throwaway venv (plus pandas). It prints its numbers with three decimals only, so it
+must agree with vidseg's to 5e-4.
+
+The rows are whole processes started once each, one run (imports, config, reading PNGs, scoring, writing
+results): ``python -m vidseg.evaluate task=vos data.root=<root> predictions=<results>`` and the baselines.
 vidseg's sources are byte-compiled first, as pip does for an installed package (an editable install with
 PYTHONDONTWRITEBYTECODE set would otherwise compile them in every process).
 The two must give the same global J and F (to 1e-6) or the bench fails. Writes jf-speed-cpu.md and
@@ -163,12 +168,45 @@ def run_vidseg(davis: Path, results: Path, out: Path, workers: int | None = None
 
 
 def make_vos_venv(work: Path) -> Path:
-    """A throwaway venv with vos-benchmark and its dependencies from the package index; returns its python."""
+    """A throwaway venv with vos-benchmark, pandas (for the official toolkit) and their dependencies from the
+    package index; returns its python."""
     venv = work / "vos-venv"
     timed([sys.executable, "-m", "venv", str(venv)])
     python = venv / "bin" / "python"
-    timed([str(python), "-m", "pip", "install", "-q", VOS_BENCHMARK])
+    timed([str(python), "-m", "pip", "install", "-q", VOS_BENCHMARK, "pandas"])
     return python
+
+
+def _linked_results(results: Path, links: Path) -> Path:
+    """A fresh folder of links to the sequence folders of ``results`` (scorers that write into what they score)."""
+    links.mkdir()
+    for seq in sorted(p for p in results.iterdir() if p.is_dir()):
+        (links / seq.name).symlink_to(seq.resolve(), target_is_directory=True)
+    return links
+
+
+def check_toolkit(toolkit: Path) -> Path:
+    """``toolkit``'s ``evaluation_method.py``; exits with the fix when ``toolkit`` is not a checkout of it."""
+    script = toolkit / "evaluation_method.py"
+    if not script.is_file() or not (toolkit / "davis2017").is_dir():
+        raise SystemExit(f"--official {toolkit}: not a davis2017-evaluation checkout (evaluation_method.py and "
+                         "davis2017/ expected); git clone https://github.com/davisvideochallenge/davis2017-evaluation")
+    return script
+
+
+def run_official(python: Path, toolkit: Path, davis: Path, results: Path, work: Path) -> tuple[dict, float, float]:
+    """Time the official toolkit's ``evaluation_method.py`` on the same folder: (global numbers, wall s, CPU s).
+
+    It re-reads ``global_results-val.csv`` from the folder it scores when the file exists, so every run scores a
+    fresh folder of links.
+    """
+    script = check_toolkit(toolkit)
+    masks = _linked_results(results, work / f"official-masks-{time.time_ns()}")
+    _, wall, cpu = timed([str(python), str(script), "--task", "semi-supervised", "--set", "val",
+                          "--davis_path", str(davis), "--results_path", str(masks)], cwd=toolkit)
+    header, values = (masks / "global_results-val.csv").read_text().strip().splitlines()[:2]
+    table = dict(zip(header.split(","), (float(v) for v in values.split(",")), strict=True))
+    return {k: table[k] for k in ("J&F-Mean", "J-Mean", "F-Mean")}, wall, cpu
 
 
 def run_vos_benchmark(python: Path, davis: Path, results: Path, work: Path) -> tuple[dict, float, float]:
@@ -176,12 +214,7 @@ def run_vos_benchmark(python: Path, davis: Path, results: Path, work: Path) -> t
 
     It writes ``results.csv`` into the folder it scores, so it scores a folder of links to the sequences.
     """
-    masks = work / "vos-masks"
-    masks.mkdir(exist_ok=True)
-    for seq in sorted(p for p in results.iterdir() if p.is_dir()):
-        link = masks / seq.name
-        if not link.exists():
-            link.symlink_to(seq.resolve(), target_is_directory=True)
+    masks = _linked_results(results, work / f"vos-masks-{time.time_ns()}")
     proc, wall, cpu = timed([str(python), "-c", VOS_CODE, str(davis / "Annotations" / "480p"), str(masks)])
     return json.loads(proc.stdout.strip().splitlines()[-1]), wall, cpu
 
@@ -227,19 +260,27 @@ def report(rows: list[dict], config: dict, info: dict) -> tuple[str, dict]:
         lines += ["", f"vidseg is {ratio:.1f}x faster than vos-benchmark (whose J and F equal the official "
                       f"toolkit's) on this folder, whole processes; it uses {cpu_ratio:.1f}x less CPU time (both "
                       "score in a pool of one process per core; CPU time = the process and its children)."]
+    official = by_name.get("official toolkit")
+    official_ratio = official["seconds"] / ours["seconds"] if ours and official else None
+    if official_ratio is not None:
+        lines += ["", f"vidseg is {official_ratio:.1f}x faster than the official toolkit (davis2017-evaluation, "
+                      "one process, as its evaluation_method.py runs; it prints three decimals)."]
     payload = {"machine": info, "config": config, "rows": rows, "speedup_vs_vos_benchmark": ratio,
-               "cpu_time_ratio": cpu_ratio}
+               "cpu_time_ratio": cpu_ratio, "speedup_vs_official_toolkit": official_ratio}
     return "\n".join(lines) + "\n", payload
 
 
 def check_equal(rows: list[dict], tol: float = 1e-6) -> None:
-    """Fail when the two scorers disagree: a fast wrong answer is no result."""
-    if len(rows) < 2:
-        return
-    a, b = rows[0], rows[1]
-    for key in ("J&F-Mean", "J-Mean", "F-Mean"):
-        if abs(a[key] - b[key]) > tol:
-            raise SystemExit(f"{a['name']} and {b['name']} disagree on {key}: {a[key]!r} vs {b[key]!r}")
+    """Fail when a scorer disagrees with the first (vidseg): a fast wrong answer is no result.
+
+    The official toolkit's row is compared to 5e-4 (its table has three decimals), every other to ``tol``.
+    """
+    a = rows[0]
+    for b in rows[1:]:
+        limit = 5e-4 + 1e-9 if b["name"] == "official toolkit" else tol
+        for key in ("J&F-Mean", "J-Mean", "F-Mean"):
+            if abs(a[key] - b[key]) > limit:
+                raise SystemExit(f"{a['name']} and {b['name']} disagree on {key}: {a[key]!r} vs {b[key]!r}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -257,8 +298,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vos-python", type=Path, default=None,
                         help="an interpreter that has vos-benchmark (default: install it into a throwaway venv)")
     parser.add_argument("--no-baseline", action="store_true", help="time vidseg only (no venv, no network)")
+    parser.add_argument("--official", type=Path, default=None,
+                        help="a davis2017-evaluation checkout: also time the official toolkit")
     args = parser.parse_args(argv)
 
+    if args.official is not None:
+        check_toolkit(args.official)  # before any timing
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_jf_"))
     config = {k: v for k, v in vars(args).items() if k in ("sequences", "frames", "height", "width", "seed",
                                                            "min_objects", "max_objects", "workers")}
@@ -285,6 +330,12 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append({"name": "vos-benchmark", "command": f"{VOS_BENCHMARK}: benchmark([<gt>], [<results>])",
                          "seconds": dt, "cpu_seconds": cpu, **nums})
             print(rows[-1], flush=True)
+            if args.official is not None:
+                nums, dt, cpu = run_official(python, args.official.resolve(), davis, results, work)
+                rows.append({"name": "official toolkit", "command": "python evaluation_method.py --task "
+                             "semi-supervised --davis_path <root> --results_path <results>",
+                             "seconds": dt, "cpu_seconds": cpu, **nums})
+                print(rows[-1], flush=True)
         check_equal(rows)
     finally:
         if args.work is None:

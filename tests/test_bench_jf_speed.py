@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -54,3 +55,20 @@ def test_report_prints_the_ratio_and_check_equal_fails_on_disagreement():
     rows[1] = {**rows[1], "F-Mean": 0.9 + 1e-5}
     with pytest.raises(SystemExit, match="disagree on F-Mean"):
         check_equal(rows)
+
+
+def test_the_official_toolkit_row_is_compared_at_its_three_decimals(tmp_path):
+    nums = {"J&F-Mean": 0.83249, "J-Mean": 0.80821, "F-Mean": 0.85678}
+    official = {"name": "official toolkit", "command": "c", "seconds": 10.0, "cpu_seconds": 9.0,
+                "J&F-Mean": 0.832, "J-Mean": 0.808, "F-Mean": 0.857}
+    rows = [{"name": "vidseg", "command": "a", "seconds": 0.5, "cpu_seconds": 0.8, **nums}, official]
+    check_equal(rows)  # the CSV's rounding is not a disagreement
+    with pytest.raises(SystemExit, match="official toolkit disagree on J-Mean"):
+        check_equal([rows[0], {**official, "J-Mean": 0.809}])
+    info = {"cpu": "x", "usable_cores": 2, "python": "3", "numpy": "2", "load_average_start": (0.1, 0, 0),
+            "date": "today"}
+    table, payload = report(rows, {"sequences": 8, "frames": 40, "width": 854, "height": 480}, info)
+    assert payload["speedup_vs_official_toolkit"] == pytest.approx(20.0) and "20.0x faster than the official" in table
+    with pytest.raises(SystemExit, match="not a davis2017-evaluation checkout"):
+        main(["--sequences", "1", "--frames", "3", "--height", "16", "--width", "16", "--work", str(tmp_path / "w"),
+              "--vos-python", sys.executable, "--official", str(tmp_path)])
