@@ -8,10 +8,11 @@ which equal the official toolkit's. The tables are the toolkit's ``global_result
 precision and the figure ``results-<split>-jf.png`` (:mod:`vidseg.metrics.jf_plots`). Unlike the toolkit's
 script, existing tables are always recomputed and overwritten, never read.
 
-Speed: sequences are scored in parallel worker processes (one per usable core by default), each reading its
-own PNGs (plain 8-bit mask PNGs are inflated directly, with zlib-ng when installed), and nothing here imports
-torch (the figure is drawn with Pillow). ``python -m bench.jf_speed`` times a whole ``vidseg.evaluate``
-process against vos-benchmark.
+Speed: sequences, cut into pieces of at most 40 frames at 480p, are scored in parallel worker processes (one
+per usable core by default), costliest first, each reading its own PNGs (plain 8-bit mask PNGs are inflated
+directly, with zlib-ng when installed), and nothing here imports torch (the figure is drawn with Pillow).
+``python -m bench.jf_speed`` times a whole ``vidseg.evaluate`` process against vos-benchmark and, with
+``--official``, the official toolkit.
 """
 
 from __future__ import annotations
