@@ -72,3 +72,25 @@ def test_the_official_toolkit_row_is_compared_at_its_three_decimals(tmp_path):
     with pytest.raises(SystemExit, match="not a davis2017-evaluation checkout"):
         main(["--sequences", "1", "--frames", "3", "--height", "16", "--width", "16", "--work", str(tmp_path / "w"),
               "--vos-python", sys.executable, "--official", str(tmp_path)])
+
+
+def test_run_official_times_the_toolkit_script_on_a_fresh_folder_and_reads_its_table(tmp_path):
+    # a stand-in for davis2017-evaluation: it re-reads an existing table, as the real script does
+    from bench.jf_speed import run_official
+
+    toolkit = tmp_path / "toolkit"
+    (toolkit / "davis2017").mkdir(parents=True)
+    (toolkit / "evaluation_method.py").write_text(
+        "import argparse, os, pathlib\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--results_path'); a, _ = p.parse_known_args()\n"
+        "out = pathlib.Path(a.results_path) / 'global_results-val.csv'\n"
+        "assert not out.exists(), 'stale table'\n"
+        "assert sorted(os.listdir(a.results_path)) == ['s0', 's1']\n"
+        "out.write_text('J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\\n0.832,0.808,0.9,0.0,0.857,0.9,0.0\\n')\n"
+    )
+    results = tmp_path / "results"
+    for seq in ("s0", "s1"):
+        (results / seq).mkdir(parents=True)
+    for _ in range(2):  # a second run must not find the first run's table
+        nums, wall, cpu = run_official(sys.executable, toolkit, tmp_path / "davis", results, tmp_path)
+        assert nums == {"J&F-Mean": 0.832, "J-Mean": 0.808, "F-Mean": 0.857} and wall > 0

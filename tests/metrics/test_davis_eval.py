@@ -185,6 +185,19 @@ def test_pieces_are_near_equal_runs_of_the_scored_frames(monkeypatch, frames):
     assert davis_eval._pieces(paths, frame_pixels=0) == [tuple(paths[1:-1])]  # unreadable header: one piece
 
 
+def test_pieces_are_submitted_costliest_first_and_sized_from_the_png_header(tmp_path):
+    import vidseg.metrics.davis_eval as davis_eval
+
+    gt = {"plain": _moving_squares(tmp_path, "plain", 5, objects=1),
+          "busy": _moving_squares(tmp_path, "busy", 5, size=(40, 60), objects=4)}
+    jobs = [davis_eval._PieceJob(name, paths[0], tuple(paths[1:-1]), tmp_path / "res" / name, False, 0.008)
+            for name, paths in gt.items()]
+    assert davis_eval._costliest_first(jobs) == [1, 0]  # larger annotation files: more boundary to match
+    assert davis_eval._frame_pixels(gt["busy"][0]) == 40 * 60
+    (tmp_path / "not.png").write_bytes(b"GIF89a" + bytes(40))
+    assert davis_eval._frame_pixels(tmp_path / "not.png") == 0 and davis_eval._frame_pixels(tmp_path / "no") == 0
+
+
 def test_the_first_bad_piece_of_a_sequence_is_reported(tmp_path, monkeypatch):
     import vidseg.metrics.davis_eval as davis_eval
 

@@ -96,6 +96,14 @@ class DavisResults:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """``(width, height, bit depth, colour type, interlace)`` from a PNG's first 29 bytes; None if not a PNG."""
+    if len(data) < 29 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return width, height, depth, colour, interlace
+
+
 def _read_plain_png_into(path: Path, out: np.ndarray) -> bool:
     """Decode ``path`` into ``out`` (``(H, W) uint8``) if it is a plain label PNG; False (``out`` untouched) if not.
 
@@ -111,9 +119,10 @@ def _read_plain_png_into(path: Path, out: np.ndarray) -> bool:
         data = path.read_bytes()
     except OSError:
         return False
-    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+    header = _png_header(data)
+    if header is None:
         return False
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    width, height, depth, colour, interlace = header
     if depth != 8 or colour not in (0, 3) or interlace != 0 or out.shape != (height, width):
         return False  # 0 = grayscale ("L"), 3 = palette ("P"): one byte per pixel, the label
     chunks, pos = [], 8
@@ -331,13 +340,10 @@ def _frame_pixels(path: Path) -> int:
     """Pixels of the PNG ``path`` from its header (0 if unreadable: the worker then reports the file)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(24)
+            header = _png_header(f.read(29))
     except OSError:
         return 0
-    if len(head) < 24 or head[:8] != _PNG_SIGNATURE:
-        return 0
-    width, height = struct.unpack(">II", head[16:24])
-    return width * height
+    return 0 if header is None else header[0] * header[1]
 
 
 def _piece_bytes(job: _PieceJob) -> int:
@@ -349,11 +355,15 @@ def _piece_bytes(job: _PieceJob) -> int:
     return total
 
 
+def _costliest_first(jobs: Sequence[_PieceJob]) -> list[int]:
+    """Job indices, costliest first, so the pool does not end waiting on a costly piece started last. The cost
+    is mostly the boundary search, which grows with the boundary length, as the annotations' PNG sizes do."""
+    return sorted(range(len(jobs)), key=lambda i: -_piece_bytes(jobs[i]))
+
+
 def _score_in_pool(jobs: list[_PieceJob], workers: int, bar) -> list[tuple[np.ndarray, np.ndarray]]:
     """``_score_piece`` of every job in a process pool; results (and the first error) in job order."""
-    # Costliest pieces first, so the pool does not end waiting on a costly piece started last. The cost is
-    # mostly the boundary search, which grows with the boundary length, as the annotations' PNG sizes do.
-    order = sorted(range(len(jobs)), key=lambda i: -_piece_bytes(jobs[i]))
+    order = _costliest_first(jobs)
     with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         futures = {i: pool.submit(_score_piece, jobs[i]) for i in order}
         if bar is not None:
