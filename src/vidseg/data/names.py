@@ -7,6 +7,9 @@ through :func:`check_name` first.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from vidseg.errors import DatasetLayoutError
 
 
@@ -54,3 +57,25 @@ def check_relative_path(name: str, *, source: object, what: str = "file name") -
                 "folder; fix the entry in that file"
             ) from None
     return text
+
+
+def checked_join(folder: str | os.PathLike, *names: str, source: object, what: str = "file name") -> Path:
+    """``folder / names...`` where each name came from a data file, a split file, an id or a config value.
+
+    The one way vidseg turns such a name into a path: every name must be a relative path inside ``folder``
+    (:func:`check_relative_path`: no absolute path, ``..``, ``\\``, NUL or leading ``~`` in any part), so the
+    result is always inside ``folder``, whatever the file says.
+
+    Args:
+        folder: the folder the user gave (dataset root, submission folder, output folder) or one inside it.
+        names: the names to join, as read (a sequence name, ``001/001_00000.jpg``, ``<image id>.png`` ...).
+        source: the file or config key the names came from (for the message).
+        what: what the names are, e.g. "panoptic PNG name" (for the message).
+
+    Raises:
+        DatasetLayoutError: a name that could point outside ``folder``.
+    """
+    path = Path(folder)
+    for name in names:
+        path = path / check_relative_path(name, source=source, what=what)
+    return path
