@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The prepared GPU run (issue 10; bench/gpu_check.py says what it checks and writes).
+# The prepared GPU run (issues 10 and 16; bench/gpu_check.py says what it checks and writes).
 #
-#   bash bench/gpu_check.sh RESULTS_DIR            # on a CUDA machine (<= 7 minutes on an H200)
+#   bash bench/gpu_check.sh RESULTS_DIR            # on a CUDA machine: about 340 s on an H200 (--budget 340),
+#                                                  # leaving time for one rerun in a 15-minute lease
 #   bash bench/gpu_check.sh RESULTS_DIR --smoke    # everything on CPU under TRITON_INTERPRET=1, tiny sizes
+#   bash bench/gpu_check.sh RESULTS_DIR --only tests sweep      # some sections (also: --budget S,
+#                                                  # --extra SECTION='ARGS'; train runs only when named)
 #   bash bench/gpu_check.sh --fetch-wheels         # here, online: the wheels the GPU machine lacks
 #
 # vidseg runs from src/ (no install): the lent GPU machine has torch, triton, torchvision, pytorch-lightning,
@@ -51,7 +54,7 @@ print(' '.join(m for m in ('hydra', 'omegaconf', 'albumentations') if u.find_spe
                 echo "gpu_check: installing the wheels of $WHEELS failed" >&2
             fi
         else
-            # the tests and ops sections import none of them; the model and training sections will fail
+            # the tests, ops and sweep sections import none of them; the model and training sections will fail
             echo "gpu_check: $missing missing and no wheels in $WHEELS (bash bench/gpu_check.sh --fetch-wheels" \
                  "where pip works, and carry $WHEELS): the FEELVOS, VPSNet and training sections will fail" >&2
         fi

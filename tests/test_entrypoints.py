@@ -141,7 +141,8 @@ def test_evaluate_command_line_single_run_multirun_and_user_error(toy_davis_root
     missing = subprocess.run([*base, f"predictions={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'bad'}"],
                              capture_output=True, text=True)
     assert missing.returncode == 2
-    assert missing.stderr.startswith("vidseg: error: results folder not found:") and "nowhere" in missing.stderr
+    assert missing.stderr.startswith("vidseg: error: predictions=")
+    assert "nowhere: the folder does not exist" in missing.stderr
 
 
 def test_predict_mp4_writes_masks_and_overlay(trained, toy_davis_root, toy_video_path, tmp_path):

@@ -142,7 +142,9 @@ def test_evaluate_refuses_a_checkpoint_of_the_other_task_and_ambiguous_inputs(to
                                                       f"ckpt={vos_ckpt}", f"predictions={tmp_path}"])
     with pytest.raises(DataError, match="exactly one of ckpt"):
         evaluate(both)
-    predict_cfg = compose_config("predict", tmp_path / "p", ["task=vps", f"ckpt={vos_ckpt}", "input=x.mp4"])
+    video = tmp_path / "x.mp4"  # present: the checks of the command line pass, the checkpoint is what is wrong
+    video.write_bytes(b"\x00" * 64)
+    predict_cfg = compose_config("predict", tmp_path / "p", ["task=vps", f"ckpt={vos_ckpt}", f"input={video}"])
     with pytest.raises(CheckpointError, match="'vos' checkpoint"):
         predict(predict_cfg)
 
@@ -246,4 +248,4 @@ def test_an_interrupted_predict_keeps_the_previous_outputs_and_leaves_nothing_ha
     monkeypatch.undo()
     summary = predict(compose_config("predict", tmp_path / "run3", [*args, f"input={long_}"]))
     assert summary["frames"] == 6 and len(list((out / "panoptic").glob("*.png"))) == 6
-    assert not list(out.glob(".*"))
+    assert [p.name for p in out.glob(".*")] == [".vidseg-outputs.json"]  # the manifest; no staging folder

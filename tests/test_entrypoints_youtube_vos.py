@@ -121,7 +121,7 @@ def test_predict_with_a_folder_of_per_frame_masks(trained, toy_youtube_vos_root,
         assert not any((read_mask(p) == obj).any() for p in written[:first])
         assert (read_mask(written[first])[video.read_given_mask(first) == obj] == obj).all()
     assert (out / "overlay.mp4").stat().st_size > 0
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".vidseg-outputs.json"]  # no staging left
 
     bad = tmp_path / "bad_masks"
     write_mask(bad / "frame_zero.png", read_mask(next(mask_dir.glob("*.png"))))
@@ -162,7 +162,8 @@ def test_interrupted_predict_leaves_the_previous_outputs_and_nothing_half_writte
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["masks", "overlay.mp4"]
     monkeypatch.setattr(vos_inference.VOSSession, "step", real_step)
     predict(compose_config("predict", tmp_path, overrides))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the leftover staging folder is cleared
+    # the leftover staging folder is cleared; only the manifest is hidden
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".vidseg-outputs.json"]
 
 
 def test_evaluate_and_predict_drive_a_progress_bar_over_frames(trained, toy_youtube_vos_root, toy_davis_root,

@@ -6,7 +6,9 @@ VPS (``--task vps``): generate the toy Cityscapes-VPS set, train the image and f
 evaluate both with the official protocol (VPQ k = 0, 5, 10, 15, STQ), predict an mp4 of a val clip with an
 overlay video; the summary table puts both variants next to the keep-the-first-annotated-frame baseline.
 
-Runs the same commands a user would type and prints each one.
+Runs the same commands a user would type and prints each one. Everything goes under ``--out``: training keeps
+Hydra's run folder there (it is the run's output); evaluate and predict get ``output_dir=``/``output=``, so Hydra
+writes no run files for them, nothing in the working directory (``vidseg.utils.outputs.NoHydraRunFilesWithOutput``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from vidseg.data.davis import list_sequences, sequence_paths
 from vidseg.data.io import read_image, read_mask, write_json_atomic, write_mask
+from vidseg.data.names import checked_join
 from vidseg.data.panoptic import read_panoptic_png, write_panoptic_png
 from vidseg.data.toy import generate_toy_davis
 from vidseg.data.toy_vps import generate_toy_vps
@@ -40,7 +43,7 @@ def write_copy_first_baseline(root: Path, split: str, out_dir: Path) -> Path:
         frame_paths, mask_paths = sequence_paths(root, seq)
         first = read_mask(mask_paths[0])
         for frame in frame_paths:
-            write_mask(out_dir / seq / f"{frame.stem}.png", first)
+            write_mask(checked_join(out_dir, seq, f"{frame.stem}.png", source=root, what="sequence name"), first)
     return out_dir
 
 
@@ -85,19 +88,19 @@ def run_vos_demo(args: argparse.Namespace) -> None:
     print("\n3/4 evaluating J&F on the toy val split (official DAVIS protocol)")
     eval_dir, baseline_eval_dir = out / "evaluate", out / "baseline"
     run([py, "-m", "vidseg.evaluate", "task=vos", f"ckpt={ckpt}", f"data.root={data}", "data.split=val",
-         f"hydra.run.dir={eval_dir}"])
+         f"output_dir={eval_dir}"])
     baseline_masks = write_copy_first_baseline(data, "val", out / "baseline_masks")
     run([py, "-m", "vidseg.evaluate", "task=vos", f"data.root={data}", "data.split=val",
-         f"predictions={baseline_masks}", f"hydra.run.dir={baseline_eval_dir}"])
+         f"predictions={baseline_masks}", f"output_dir={baseline_eval_dir}"])
 
     print("\n4/4 predicting a val video from an mp4 and its first-frame mask")
     seq = list_sequences(data, year="2017", split="val")[0]
     frame_paths, mask_paths = sequence_paths(data, seq)
-    video = out / "input" / f"{seq}.mp4"
+    video = checked_join(out, "input", f"{seq}.mp4", source=data, what="sequence name")
     write_video(video, [read_image(p) for p in frame_paths], fps=12)
     predict_dir = out / "predict"
     run([py, "-m", "vidseg.predict", "task=vos", f"ckpt={ckpt}", f"input={video}", f"mask={mask_paths[0]}",
-         f"output={predict_dir}", f"hydra.run.dir={predict_dir}"])
+         f"output={predict_dir}"])
 
     model = json.loads((eval_dir / "results-val.json").read_text())["global"]
     baseline = json.loads((baseline_eval_dir / "results-val.json").read_text())["global"]
@@ -123,7 +126,8 @@ def write_first_frame_baseline(root: Path, split: str, out_dir: Path) -> Path:
         first = video.frames[0]
         ids = read_panoptic_png(first.png_path)
         for frame in video.frames:
-            write_panoptic_png(out_dir / "pan_pred" / f"{frame.image_id}.png", ids)
+            write_panoptic_png(checked_join(out_dir, "pan_pred", f"{frame.image_id}.png", source=gt.json_path,
+                                            what="image id"), ids)
             annotations[frame.image_id] = {"image_id": frame.image_id, "file_name": f"{frame.image_id}.png",
                                            "segments_info": first.segments_info}
     write_json_atomic(out_dir / "pred.json", {"annotations": [annotations[i] for i in gt.image_ids]})
@@ -166,22 +170,22 @@ def run_vps_demo(args: argparse.Namespace) -> None:
     for variant, ckpt in ckpts.items():
         eval_dir = out / f"evaluate_{variant}"
         run([py, "-m", "vidseg.evaluate", "task=vps", f"ckpt={ckpt}", f"data.root={data}", "data.split=val",
-             f"output_dir={eval_dir}", f"hydra.run.dir={eval_dir}"])
+             f"output_dir={eval_dir}"])
         results[variant] = json.loads((eval_dir / "results-val.json").read_text())
     baseline_dir = out / "baseline"
     write_first_frame_baseline(data, "val", baseline_dir)
     run([py, "-m", "vidseg.evaluate", "task=vps", f"predictions={baseline_dir}", f"data.root={data}",
-         "data.split=val", f"output_dir={baseline_dir}", f"hydra.run.dir={baseline_dir}"])
+         "data.split=val", f"output_dir={baseline_dir}"])
     baseline = json.loads((baseline_dir / "results-val.json").read_text())
 
     print("\n5/5 predicting a val clip from an mp4 (panoptic PNG + segments JSON per frame, overlay video)")
     frames = sorted((data / "val" / "img_all").glob("*.png"))
     clip = [f for f in frames if f.name[:4] == frames[0].name[:4]]
-    video = out / "input" / f"clip_{clip[0].name[:4]}.mp4"
+    video = checked_join(out, "input", f"clip_{clip[0].name[:4]}.mp4", source=data, what="video id")
     write_video(video, [read_image(p) for p in clip], fps=10)
     predict_dir = out / "predict"
     run([py, "-m", "vidseg.predict", "task=vps", f"ckpt={ckpts['fusetrack']}", f"input={video}",
-         f"output={predict_dir}", f"hydra.run.dir={predict_dir}"])
+         f"output={predict_dir}"])
 
     print("\n================ vidseg VPS demo summary (toy Cityscapes-VPS val, percent) ================")
     print(vps_table([*((f"VPSNet {v} (trained here)", results[v]) for v in VPS_VARIANTS),

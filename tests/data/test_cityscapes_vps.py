@@ -23,7 +23,7 @@ from vidseg.data.cityscapes_vps import (
 from vidseg.data.io import write_image
 from vidseg.data.sampling import EpochSampler
 from vidseg.data.vps_layout import CITYSCAPES_VPS
-from vidseg.errors import DatasetLayoutError, MaskFormatError
+from vidseg.errors import DataError, DatasetLayoutError, MaskFormatError
 from vidseg.utils.seeding import worker_init_fn
 
 CROP = (48, 96)
@@ -344,4 +344,26 @@ def test_missing_ground_truth_png_and_json(damaged: Path) -> None:
         CityscapesVPSEvalDataset(damaged)
     (damaged / "panoptic_gt_val_city_vps.json").write_text("{broken")
     with pytest.raises(Exception, match="panoptic_gt_val_city_vps.json: .*not valid JSON"):
+        CityscapesVPSEvalDataset(damaged)
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda d: d["images"][1].update(id=d["images"][0]["id"]), r"images\[1\]\.id: image id .* is also the id"),
+    (lambda d: d["annotations"][0]["segments_info"][0].update(area="abc"),
+     r"annotations\[0\]\.segments_info\[0\]\.area: expected an integer >= 0, found 'abc'"),
+    (lambda d: d["annotations"][0]["segments_info"][0].update(category_id="3"),
+     r"segments_info\[0\]\.category_id: expected an integer, found '3'"),
+    (lambda d: d["annotations"][0]["segments_info"][0].pop("iscrowd"), r"segments_info\[0\]\.iscrowd"),
+    (lambda d: d["annotations"][1].pop("segments_info"), r"annotations\[1\]\.segments_info"),
+    (lambda d: d["images"][0].pop("file_name"), r"images\[0\]\.file_name"),
+    (lambda d: d["images"][0].pop("height"), "has no 'height'"),
+    (lambda d: [a["segments_info"].clear() for a in d["annotations"]], "no annotation lists any segment"),
+])
+def test_validation_refuses_the_ground_truth_evaluate_refuses(damaged: Path, edit, field) -> None:
+    # Validation during training reads the GT JSON through the scorer's checks (one DataError naming the field).
+    path = damaged / "panoptic_gt_val_city_vps.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=field):
         CityscapesVPSEvalDataset(damaged)

@@ -13,6 +13,9 @@ from torch import nn
 from torchvision.models import WeightsEnum
 from torchvision.ops import FrozenBatchNorm2d
 
+from vidseg.errors import DataError
+from vidseg.utils.torch_files import load_failure_reason
+
 FEATURE_NAMES: tuple[str, ...] = ("c2", "c3", "c4", "c5")
 NOMINAL_STRIDES: dict[str, int] = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -152,6 +155,44 @@ def resolve_weights(weights: WeightsArg, weights_enum: type[WeightsEnum]) -> Wei
     raise TypeError(f"weights must be None, a path or a {weights_enum.__name__} name, got {weights!r}")
 
 
+class WeightsFileError(DataError):
+    """A weights file given by the user that is not a loadable state dict, or does not fit the network."""
+
+
+def read_state_dict(path: str | os.PathLike, *, what: str, key: str,
+                    unwrap: str | tuple[str, ...] | None = None) -> Mapping[str, torch.Tensor]:
+    """A state dict from a local file, loaded with ``torch.load(weights_only=True)``: a pickle that would run
+    code, a truncated or foreign file, or anything but a mapping of tensors is refused naming ``path``.
+
+    Args:
+        what: how the messages name the file, e.g. "Backbone weights file".
+        key: the config key that gave it, e.g. "backbone.weights" (for the fix).
+        unwrap: the key(s) under which some scripts nest the state dict (torchvision's references save
+            ``{"model": state_dict, ...}``, timm's ``{"state_dict": ...}``): the first present is taken.
+
+    Raises:
+        WeightsFileError: the file cannot be loaded as a state dict.
+    """
+    import pickle
+    import zipfile
+
+    fix = f"give {key}=<a file written by torch.save(model.state_dict(), path)>, a torchvision weights name, or null"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
+            AttributeError, TypeError) as err:
+        raise WeightsFileError(f"{what} {str(path)!r} cannot be loaded as a state dict ({load_failure_reason(err)}); "
+                               f"the file is truncated, not a PyTorch file, or holds more than tensors; {fix}") from err
+    for name in (unwrap,) if isinstance(unwrap, str) else (unwrap or ()):
+        if isinstance(state, Mapping) and isinstance(state.get(name), Mapping):
+            state = state[name]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = type(state).__name__ if not isinstance(state, Mapping) else "a mapping holding non-tensor values"
+        raise WeightsFileError(f"{what} {str(path)!r} holds {found}, not a state dict of tensors; {fix}")
+    return state
+
+
 def load_weights_file(
     module: nn.Module,
     path: Path,
@@ -167,16 +208,16 @@ def load_weights_file(
     missing, unexpected or mis-shaped key raises a ValueError that names the file.
     """
     if not path.is_file():
+        from vidseg.utils.config_check import describe_missing_path
+
         names = ", ".join(weights_enum.__members__)
-        raise FileNotFoundError(
-            f"Backbone weights file {str(path)!r} does not exist. weights must be None, a local state-dict "
+        what = "is a folder, not a file" if path.is_dir() else describe_missing_path(path) or "is not a regular file"
+        error = FileNotFoundError if what == "does not exist" else WeightsFileError
+        raise error(
+            f"Backbone weights file {str(path)!r} {what}. weights must be None, a local state-dict "
             f"file, or one of the {weights_enum.__name__} names: {names}"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(
-            f"Backbone weights file {str(path)!r} holds a {type(state).__name__}, not a state dict"
-        )
+    state = read_state_dict(path, what="Backbone weights file", key="backbone.weights")
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
@@ -196,7 +237,7 @@ def load_weights_file(
         if keys
     ]
     if problems:
-        raise ValueError(
+        raise WeightsFileError(
             f"Backbone weights file {str(path)!r} does not match {type(module).__name__}: "
             + "; ".join(problems)
         )

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
-from vidseg.backbones.base import Backbone, check_output_stride
+from vidseg.backbones.base import Backbone, check_output_stride, read_state_dict
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
@@ -38,6 +38,8 @@ def _weights_arguments(name: str, weights: str | os.PathLike | None) -> tuple[st
                 f"timm weights file {str(path)!r} does not exist; weights must be null, a local file, or DEFAULT / a "
                 f"timm pretrained tag of {name!r} (downloads)"
             )
+        if path.suffix != ".safetensors":  # a pickle: refused in one line if truncated, foreign or running code
+            read_state_dict(path, what="timm weights file", key="backbone.weights", unwrap=("state_dict", "model"))
         return name, {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path.resolve())}}
     tag = str(weights)
     if tag.upper() == "DEFAULT":

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from vidseg.data.io import check_mask_mode
-from vidseg.data.names import check_name
+from vidseg.data.names import check_name, checked_join
 from vidseg.errors import CorruptFileError, DatasetLayoutError, MaskFormatError
 
 DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
@@ -31,6 +31,12 @@ def _missing_root_message(root: Path, looked_for: Path) -> str:
         "<root>/ImageSets exist, then set data.root=<that folder>. For a quick CPU run use the toy set: "
         "`python -m vidseg.data.toy --root data/toy_davis` and data.root=data/toy_davis."
     )
+
+
+def _kind_dir(root: Path, kind: str, resolution: str) -> Path:
+    """``<root>/<kind>/<resolution>``; YouTube-VOS reads through here with no resolution folder ("")."""
+    return checked_join(root, kind, *([resolution] if resolution else []), source="data.resolution",
+                        what="resolution folder")
 
 
 def _listdir(folder: Path, suffixes: Sequence[str]) -> list[Path]:
@@ -63,10 +69,12 @@ def list_sequences(
     """
     root = Path(root)
     year = str(year)
-    split_file = root / "ImageSets" / year / f"{split}.txt"
+    split_file = checked_join(root, "ImageSets", year, f"{split}.txt", source="data.year / data.split",
+                              what="split")
     if not root.is_dir():
         raise FileNotFoundError(_missing_root_message(root, split_file))
-    legacy_2016 = root / "ImageSets" / resolution / f"{split}.txt"
+    legacy_2016 = checked_join(_kind_dir(root, "ImageSets", resolution), f"{split}.txt", source="data.split",
+                               what="split")
     if split_file.is_file():
         lines = split_file.read_text().splitlines()
         names = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
@@ -85,7 +93,7 @@ def list_sequences(
     for name in names:
         check_name(name, source=split_file, what="sequence name")
     for kind in ("JPEGImages", "Annotations"):
-        res_dir = root / kind / resolution
+        res_dir = _kind_dir(root, kind, resolution)
         if not res_dir.is_dir():
             have = sorted(p.name for p in (root / kind).iterdir()) if (root / kind).is_dir() else []
             raise FileNotFoundError(
@@ -93,10 +101,9 @@ def list_sequences(
                 f"in {root / kind})"
             )
         for name in names:
-            if not (res_dir / name).is_dir():
-                raise FileNotFoundError(
-                    f"sequence {name!r} listed in {split_file} has no folder {res_dir / name}"
-                )
+            seq_dir = checked_join(res_dir, name, source=split_file, what="sequence name")
+            if not seq_dir.is_dir():
+                raise FileNotFoundError(f"sequence {name!r} listed in {split_file} has no folder {seq_dir}")
     return names
 
 
@@ -113,8 +120,8 @@ def sequence_paths(
     """
     root = Path(root)
     check_name(seq, source=root, what="sequence name")
-    img_dir = root / "JPEGImages" / resolution / seq
-    ann_dir = root / "Annotations" / resolution / seq
+    img_dir = checked_join(_kind_dir(root, "JPEGImages", resolution), seq, source=root, what="sequence name")
+    ann_dir = checked_join(_kind_dir(root, "Annotations", resolution), seq, source=root, what="sequence name")
     for folder in (img_dir, ann_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"sequence folder not found: {folder}")
@@ -161,9 +168,11 @@ def check_sequence(
     """
     frames, masks = sequence_paths(root, seq, resolution=resolution)
     if not masks or masks[0].stem != frames[0].stem:
+        masks_dir = checked_join(_kind_dir(Path(root), "Annotations", resolution), seq, source=root,
+                                 what="sequence name")
         raise DatasetLayoutError(
             f"the first frame {frames[0]} has no annotation (expected "
-            f"{Path(root) / 'Annotations' / resolution / seq / (frames[0].stem + '.png')})"
+            f"{masks_dir / f'{frames[0].stem}.png'})"
         )
     if require_all_masks and len(masks) != len(frames):
         have = {m.stem for m in masks}

@@ -10,17 +10,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import tempfile
+import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vidseg.errors import CorruptFileError, MaskFormatError  # noqa: F401  (re-exported)
+from vidseg.errors import CorruptFileError, DataError, MaskFormatError  # noqa: F401  (re-exported)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def warn_user(message: str) -> None:
+    """Print ``vidseg: warning: <message>`` on stderr: input that is scored as the official code scores it,
+    but that is probably not what the user meant (the score is printed, the doubt is said)."""
+    import sys
+
+    print(f"vidseg: warning: {message}", file=sys.stderr, flush=True)
 
 
 def davis_palette() -> list[int]:
@@ -74,6 +85,54 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """``(width, height, bit depth, colour type, interlace)`` from a PNG's first 29 bytes; None if not a PNG.
+
+    Colour types: 0 grayscale, 2 RGB, 3 palette, 4 grayscale + alpha, 6 RGBA. The bit depth is per channel:
+    PIL reads a 16-bit RGB PNG as 8-bit "RGB" (the high bytes only), so the mode alone cannot tell it apart.
+    """
+    if len(data) < 29 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return width, height, depth, colour, interlace
+
+
+def read_png_header(path: str | os.PathLike) -> tuple[int, int, int, int, int] | None:
+    """:func:`png_header` of the file ``path`` (reads 29 bytes); None if it is not a PNG or cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return png_header(f.read(29))
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def decoding(path: str | os.PathLike, *, error: type[DataError] = MaskFormatError, what: str = "PNG",
+             fix: str = "the file is corrupt or truncated, write or copy it again") -> Iterator[None]:
+    """Turn every way PIL can fail on a file into one ``error`` naming ``path``.
+
+    PIL raises OSError, SyntaxError, ValueError, EOFError or zlib/struct errors for truncated or odd files,
+    and DecompressionBombError (not an OSError) for huge images; its DecompressionBombWarning (more than
+    ``Image.MAX_IMAGE_PIXELS`` pixels) is made an error too: no mask or panoptic PNG is that large, and
+    decoding it would take gigabytes. DataErrors raised inside the block pass through unchanged.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except DataError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise error(f"{path}: refusing to decode this {what}: {err}; no label or panoptic PNG is that large, "
+                        "so the file is damaged or crafted: replace it with the real file") from err
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                MemoryError) as err:
+            raise error(f"{path}: cannot decode {what} ({type(err).__name__}: {err}); {fix}") from err
+
+
 MASK_MODES = ("P", "L", "1", "I", "I;16")  # PIL modes whose pixel values are label ids
 
 
@@ -104,12 +163,9 @@ def read_mask(path: str | os.PathLike, *, binary_255: bool = False) -> np.ndarra
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mask not found: {path}")
-    try:
-        with Image.open(path) as img:
-            check_mask_mode(path, img.mode)
-            labels = np.array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise MaskFormatError(f"{path}: cannot read mask ({err}); the file is corrupt or not a PNG") from err
+    with decoding(path, what="mask", fix="the file is corrupt or not a PNG"), Image.open(path) as img:
+        check_mask_mode(path, img.mode)
+        labels = np.array(img)
     if labels.dtype == bool:
         labels = labels.astype(np.uint8)
     if labels.ndim != 2:
@@ -154,14 +210,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now so truncated files fail here, not later
-            return np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise CorruptFileError(
-            f"{path}: cannot decode image ({err}); the file is corrupt, re-extract or re-download it"
-        ) from err
+    with decoding(path, error=CorruptFileError, what="image",
+                  fix="the file is corrupt, re-extract or re-download it"), Image.open(path) as img:
+        img.load()  # decode now so truncated files fail here, not later
+        return np.array(img.convert("RGB"))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:

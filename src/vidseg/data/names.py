@@ -1,8 +1,9 @@
 """Names that come from data files (sequence names, video ids, image ids, file names) before they become paths.
 
 A dataset's split file or JSON is input, not code: a crafted entry such as ``../../escape`` or ``/etc`` must
-never make vidseg read or write outside the folders it was given. Every name that is joined to a path goes
-through :func:`check_name` first.
+never make vidseg read or write outside the folders it was given. Every such name becomes a path through
+:func:`checked_join` (or :func:`check_name` where one component is the only valid form);
+tests/data/test_containment.py scans src/vidseg for any other join of a non-literal name.
 """
 
 from __future__ import annotations

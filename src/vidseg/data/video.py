@@ -49,6 +49,27 @@ def list_image_frames(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+def frame_names(path: str | os.PathLike) -> list[str] | None:
+    """The names per-frame outputs take: for a frame folder, each frame's file stem in reading order
+    (:func:`list_image_frames`: ``shot_10.jpg`` -> ``shot_10``); None for a video file (outputs are numbered
+    ``00000``, ``00001``...).
+
+    Raises:
+        VideoError: two frames with the same stem (``a.jpg`` and ``a.png``), whose outputs would collide.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    frames = list_image_frames(path)
+    first: dict[str, Path] = {}
+    for frame in frames:
+        if frame.stem in first:
+            raise VideoError(f"{path}: frames {first[frame.stem].name} and {frame.name} have the same name "
+                             f"{frame.stem!r}, so their outputs ({frame.stem}.png) would collide; keep one of them")
+        first[frame.stem] = frame
+    return [frame.stem for frame in frames]
+
+
 def _check_source(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():

@@ -51,14 +51,23 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
 from vidseg.data.collate import collate_single
-from vidseg.data.io import read_image
-from vidseg.data.names import check_name, check_relative_path
-from vidseg.data.panoptic import read_json, read_panoptic_png
+from vidseg.data.io import decoding, read_image
+from vidseg.data.names import check_name, check_relative_path, checked_join
+from vidseg.data.panoptic import (
+    check_panoptic_gt,
+    json_flag,
+    json_get,
+    json_id,
+    json_int,
+    json_object,
+    read_json,
+    read_panoptic_png,
+)
 from vidseg.data.sampling import split_epoch_index, train_sampler
 from vidseg.data.transforms import build_clip_transform
 from vidseg.data.vps_layout import VPSLayout
@@ -201,20 +210,17 @@ def read_label_png(path: str | os.PathLike, *, num_classes: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label map not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode not in ("L", "P"):
-                raise MaskFormatError(
-                    f"{path}: label map PNG is mode {mode!r}; expected an 8-bit grayscale PNG whose values are "
-                    f"class ids (0..{num_classes - 1}, 255 void), as prepare_data/create_panoptic_labels.py "
-                    "writes. A colour (RGB) file is a visualisation, not a label map: regenerate labelmap/ "
-                    "with the official script or save Image.fromarray(ids.astype('uint8'))")
-            labels = np.array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise MaskFormatError(f"{path}: cannot decode PNG ({err}); the file is corrupt or truncated, "
-                              "copy or regenerate it") from err
+    with decoding(path, what="PNG", fix="the file is corrupt or truncated, copy or regenerate it"), \
+            Image.open(path) as img:
+        img.load()
+        mode = img.mode
+        if mode not in ("L", "P"):
+            raise MaskFormatError(
+                f"{path}: label map PNG is mode {mode!r}; expected an 8-bit grayscale PNG whose values are "
+                f"class ids (0..{num_classes - 1}, 255 void), as prepare_data/create_panoptic_labels.py "
+                "writes. A colour (RGB) file is a visualisation, not a label map: regenerate labelmap/ "
+                "with the official script or save Image.fromarray(ids.astype('uint8'))")
+        labels = np.array(img)
     bad = (labels >= num_classes) & (labels != IGNORE_LABEL)
     if bad.any():
         raise MaskFormatError(
@@ -333,22 +339,47 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         annotations = _json_list(data, "annotations", ann_path)
         cat_map = _category_map(_json_list(data, "categories", ann_path), self.info, ann_path)
         by_image = defaultdict(list)
-        for ann in annotations:
-            ann = dict(ann, category_id=cat_map.get(int(ann["category_id"]), -1))
+        fix = "fix the entry (re-extract the release / rerun the official preparation scripts)"
+        for k, ann in enumerate(annotations):
+            where = f"annotations[{k}]"
+            json_object(ann, ann_path, where, fix, DatasetLayoutError)
+            category = json_int(json_get(ann, "category_id", ann_path, where, fix, DatasetLayoutError), ann_path,
+                                f"{where}.category_id", fix, error=DatasetLayoutError)
+            json_get(ann, "image_id", ann_path, where, fix, DatasetLayoutError)
+            json_get(ann, "segmentation", ann_path, where, fix, DatasetLayoutError)  # decoded when the frame is read
+            crowd = json_flag(ann.get("iscrowd", 0), ann_path, f"{where}.iscrowd", fix, DatasetLayoutError)
+            if not crowd:  # the track id of a thing comes from inst_id
+                json_int(json_get(ann, "inst_id", ann_path, where, fix, DatasetLayoutError), ann_path,
+                         f"{where}.inst_id", fix, minimum=0, maximum=PANOPTIC_LABEL_DIVISOR - 1,
+                         error=DatasetLayoutError)
+            ann = dict(ann, category_id=cat_map.get(category, -1))
             if ann["category_id"] not in self.info.thing_ids:
                 raise DatasetLayoutError(f"{ann_path}: annotation {ann.get('id')} has category "
                                          f"{ann['category_id']}, which is not a thing class")
             by_image[ann["image_id"]].append(ann)
         layout = self.info.layout
         frames = []
-        for im in images:
-            name = check_relative_path(im["file_name"], source=ann_path, what="image file name")
+        for k, im in enumerate(images):
+            where = f"images[{k}]"
+            json_object(im, ann_path, where, fix, DatasetLayoutError)
+            image_id = json_get(im, "id", ann_path, where, fix, DatasetLayoutError)
+            json_id(image_id, ann_path, f"{where}.id", fix, DatasetLayoutError)
+            file_name = json_get(im, "file_name", ann_path, where, fix, DatasetLayoutError)
+            height, width = (json_int(json_get(im, key, ann_path, where, fix, DatasetLayoutError), ann_path,
+                                      f"{where}.{key}", fix, minimum=1, error=DatasetLayoutError)
+                             for key in ("height", "width"))
+            name = check_relative_path(file_name, source=ann_path, what="image file name")
             check_name(layout.video_of(im), source=ann_path, what="video id")
-            frames.append(_Frame(im["id"], name, layout.video_of(im), layout.frame_index_of(name),
-                                 int(im["height"]), int(im["width"]), by_image.get(im["id"], [])))
-            fix = "re-extract the release / rerun the official preparation scripts"
-            _require_file(self.image_dir / name, f"image of {ann_path.name} entry {im['id']}", fix)
-            _require_file(self.label_dir / layout.gt_png_name(name), f"label map of {name}", fix)
+            try:
+                frame_index = layout.frame_index_of(name)
+            except ValueError as err:
+                raise DatasetLayoutError(f"{ann_path}: {where}.file_name: {err}; {fix}") from None
+            frames.append(_Frame(image_id, name, layout.video_of(im), frame_index, height, width,
+                                 by_image.get(image_id, [])))
+            _require_file(checked_join(self.image_dir, name, source=ann_path, what="image file name"),
+                          f"image of {ann_path.name} entry {im['id']}", fix)
+            _require_file(checked_join(self.label_dir, layout.gt_png_name(name), source=ann_path,
+                                       what="label map name"), f"label map of {name}", fix)
         if not frames:
             raise DatasetLayoutError(f"{ann_path} lists no images")
         frames.sort(key=lambda f: (f.video, f.frame))
@@ -367,8 +398,9 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
 
     def _read(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """image (H, W, 3) uint8, labels (H, W) uint16 = class | (instance slot << 8), kept annotations."""
-        image_path = self.image_dir / frame.file_name
-        label_path = self.label_dir / self.info.layout.gt_png_name(frame.file_name)
+        image_path = checked_join(self.image_dir, frame.file_name, source=self.image_dir, what="image file name")
+        label_path = checked_join(self.label_dir, self.info.layout.gt_png_name(frame.file_name), source=self.image_dir,
+                                  what="label map name")
         image = read_image(image_path)
         semantic = read_label_png(label_path, num_classes=self.info.num_classes)
         _check_size(label_path, semantic.shape, image.shape[:2], image_path)
@@ -424,8 +456,8 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         pair = [self.frames[i], self.frames[j]]
         reads = [self._read(f) for f in pair]
         if reads[0][0].shape != reads[1][0].shape:
-            raise DatasetLayoutError(f"size mismatch: {self.image_dir / pair[0].file_name} and its reference "
-                                     f"{self.image_dir / pair[1].file_name} differ in size")
+            raise DatasetLayoutError(f"size mismatch: {self.image_dir}/{pair[0].file_name} and its reference "
+                                     f"{self.image_dir}/{pair[1].file_name} differ in size")
         images = np.stack([r[0] for r in reads])
         packed = np.stack([r[1] for r in reads])
         out = self.transform(images=images, masks=packed)  # images=/masks=: one draw for both frames
@@ -515,22 +547,22 @@ class VPSEvalDataset(Dataset):
                     f"{layout.name} is {want} consecutive frames); fetch the missing frames into "
                     f"{self.image_dir} (prepare_data/fetch_city_images.py) and use the release's JSON")
             for t, im in enumerate(clip):
-                _require_file(self.image_dir / im["file_name"], f"frame {t + 1} of clip {video}",
+                _require_file(checked_join(self.image_dir, im["file_name"], source=frames_path, what="image file name"),
+                              f"frame {t + 1} of clip {video}",
                               "fetch the sequence frames (Cityscapes leftImg8bit_sequence) into this folder")
                 self.items.append((im, t, len(clip)))
 
     def _index_ground_truth(self, gt_path: Path, videos: set[str], clips: dict[str, list[dict]]) -> None:
         layout = self.info.layout
         data = read_json(gt_path, what=f"{layout.name} panoptic ground-truth JSON")
-        images = {im["id"]: im for im in _json_list(data, "images", gt_path)}
-        cat_map = _category_map(_json_list(data, "categories", gt_path), self.info, gt_path)
+        # The scorer's checks (types, duplicate ids, empty GT...): one place, so validation during training
+        # refuses exactly what `evaluate` refuses, with the same message.
+        categories, checked = check_panoptic_gt(data, gt_path)
+        cat_map = _category_map(list(categories.values()), self.info, gt_path)
         frame_ids = {layout.image_id_of(im["file_name"]) for v in videos for im in clips[v]}
         next_inst: dict[tuple[str, int], int] = defaultdict(int)
-        for ann in _json_list(data, "annotations", gt_path):
-            image = images.get(ann["image_id"])
-            if image is None:
-                raise DatasetLayoutError(f"{gt_path}: annotation for image id {ann['image_id']!r} has no entry "
-                                         "in its images list")
+        for entry in sorted(checked, key=lambda e: e.annotation_index):  # annotation order: stable numbering
+            image, ann = entry.image, entry.annotation
             pid = layout.image_id_of(image["file_name"])
             video = layout.video_of(image)
             if video not in videos:
@@ -538,21 +570,26 @@ class VPSEvalDataset(Dataset):
             if pid not in frame_ids:
                 raise DatasetLayoutError(f"{gt_path}: annotated image {image['file_name']} is not among the "
                                          f"frames of clip {video} in the frames JSON")
-            png = self.gt_dir / ann.get("file_name", layout.gt_png_name(image["file_name"]))
+            for key in ("height", "width"):
+                if key not in image:
+                    raise DatasetLayoutError(f"{gt_path}: images entry of {image['file_name']} has no {key!r}; "
+                                             "the GT JSON of the release gives every image its height and width")
+            png = checked_join(self.gt_dir, ann.get("file_name", layout.gt_png_name(image["file_name"])),
+                               source=gt_path, what="panoptic PNG name")
             _require_file(png, f"ground-truth PNG of {image['file_name']}",
                           "regenerate panoptic_video/ with prepare_data/create_panoptic_video_labels.py")
             seg_map = self.segment_map.setdefault(video, {})
             # Stable instance numbering within the video: by segment id (ids are constant within a video).
-            for seg in sorted(ann["segments_info"], key=lambda s: int(s["id"])):
-                sid, cls = int(seg["id"]), cat_map[int(seg["category_id"])]
+            for seg in sorted(entry.segments, key=lambda s: s["id"]):
+                sid, cls = seg["id"], cat_map[seg["category_id"]]
                 if sid in seg_map:
                     continue
-                if cls in self.info.thing_ids and not seg.get("iscrowd", 0):
+                if cls in self.info.thing_ids and not seg["iscrowd"]:
                     seg_map[sid] = cls * PANOPTIC_LABEL_DIVISOR + next_inst[(video, cls)]
                     next_inst[(video, cls)] += 1
                 else:
                     seg_map[sid] = cls
-            self.gt[pid] = {"png": png, "segments": {int(s["id"]) for s in ann["segments_info"]},
+            self.gt[pid] = {"png": png, "segments": {s["id"] for s in entry.segments},
                             "size": (int(image["height"]), int(image["width"])), "video": video}
 
     def __len__(self) -> int:
@@ -582,7 +619,8 @@ class VPSEvalDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_rec, t, length = self.items[index]
         ref_rec = self.items[index - 1][0] if t > 0 else image_rec
-        path, ref_path = self.image_dir / image_rec["file_name"], self.image_dir / ref_rec["file_name"]
+        path, ref_path = (checked_join(self.image_dir, rec["file_name"], source=self.image_dir, what="image file name")
+                          for rec in (image_rec, ref_rec))
         image, ref = read_image(path), read_image(ref_path)
         _check_size(ref_path, ref.shape[:2], image.shape[:2], f"the next frame {path}")
         pid = self.info.layout.image_id_of(image_rec["file_name"])

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from vidseg.data.names import check_name, checked_join
+
 
 @dataclass(frozen=True)
 class VPSLayout:
@@ -46,16 +48,21 @@ class VPSLayout:
     datamodule: str
 
     def split_name(self, split: str) -> str:
-        return self.split_names.get(split, split)
+        """The split's name in the dataset's files; one folder/file name part (a config value: checked)."""
+        return check_name(self.split_names.get(split, split), source="data.split", what="split")
+
+    @staticmethod
+    def _join(root: str | Path, *names: str) -> Path:
+        return checked_join(root, *names, source="data.split", what="split")
 
     def panoptic_gt_json(self, root: str | Path, split: str) -> Path:
         split = self.split_name(split)
         if self.name == "cityscapes_vps":
-            return Path(root) / f"panoptic_gt_{split}_city_vps.json"
-        return Path(root) / f"viper_panoptic_{split}_video.json"
+            return self._join(root, f"panoptic_gt_{split}_city_vps.json")
+        return self._join(root, f"viper_panoptic_{split}_video.json")
 
     def panoptic_gt_dir(self, root: str | Path, split: str) -> Path:
-        return Path(root) / self.split_name(split) / "panoptic_video"
+        return self._join(root, self.split_name(split), "panoptic_video")
 
     def gt_png_name(self, file_name: str) -> str:
         """The ground-truth PNG name of an image ``file_name`` (as listed in the GT JSON's images)."""
@@ -80,10 +87,10 @@ class VPSLayout:
     def instances_json(self, root: str | Path, split: str) -> Path:
         """COCO instances (RLE masks, per-annotation ``inst_id``) of the annotated frames of ``split``."""
         if self.name == "cityscapes_vps":
-            return Path(root) / f"instances_{split}_city_vps_rle.json"
+            return self._join(root, f"instances_{self.split_name(split)}_city_vps_rle.json")
         # VIPER: train lists every 5th frame ("_05"), val_day every frame ("_01").
         split = self.split_name(split)
-        return Path(root) / f"instances_{split}_{'05' if split == 'train' else '01'}_viper_coco.json"
+        return self._join(root, f"instances_{split}_{'05' if split == 'train' else '01'}_viper_coco.json")
 
     def frames_json(self, root: str | Path, split: str) -> Path:
         """The JSON listing every frame of ``split`` to run inference on, in video order.
@@ -92,21 +99,21 @@ class VPSLayout:
         VIPER annotates every frame, so its panoptic ground-truth JSON lists them all.
         """
         if self.name == "cityscapes_vps":
-            return Path(root) / f"im_all_info_{split}_city_vps.json"
+            return self._join(root, f"im_all_info_{self.split_name(split)}_city_vps.json")
         return self.panoptic_gt_json(root, split)
 
     def image_dir(self, root: str | Path, split: str, *, all_frames: bool = False) -> Path:
         """Images of the annotated frames (``<split>/img``) or, Cityscapes-VPS only, of all frames (``img_all``)."""
         sub = "img_all" if all_frames and self.name == "cityscapes_vps" else "img"
-        return Path(root) / self.split_name(split) / sub
+        return self._join(root, self.split_name(split), sub)
 
     def labelmap_dir(self, root: str | Path, split: str) -> Path:
         """uint8 class-id PNGs (255 void) of the annotated frames, named by :meth:`gt_png_name`."""
-        return Path(root) / self.split_name(split) / "labelmap"
+        return self._join(root, self.split_name(split), "labelmap")
 
     def panoptic_inst_dir(self, root: str | Path, split: str) -> Path:
         """Cityscapes-VPS 16-bit PNGs: stuff class, thing class * 1000 + instance, 255 void (by-product)."""
-        return Path(root) / self.split_name(split) / "panoptic_inst"
+        return self._join(root, self.split_name(split), "panoptic_inst")
 
     @staticmethod
     def frame_index_of(file_name: str) -> int:

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vidseg.data.io import atomic_path, read_mask
-from vidseg.data.names import check_name
+from vidseg.data.io import atomic_path, read_mask, warn_user
+from vidseg.data.names import check_name, checked_join
 from vidseg.errors import DatasetLayoutError, MaskFormatError
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ class YouTubeVOSVideo:
         ids = self.given_frames().get(index, [])
         path = self.annotations.get(stem)
         if path is None:
-            expected = self.frames[index].parents[2] / "Annotations" / self.name / f"{stem}.png"
+            expected = checked_join(self.frames[index].parents[2] / "Annotations", self.name, f"{stem}.png",
+                                    source=self.frames[index], what="video id")
             raise DatasetLayoutError(
                 f"{self.frames[index]}: meta.json says object(s) {ids} of video {self.name!r} first appear in frame "
                 f"{stem}, but there is no annotation {expected}"
@@ -131,11 +132,21 @@ def read_meta(root: str | os.PathLike, split: str) -> dict[str, dict[int, dict]]
         FileNotFoundError: no meta.json (the message says how to get YouTube-VOS or the toy set).
         DatasetLayoutError: a file that is not the meta.json layout (names the key).
     """
-    path = Path(root) / str(split) / "meta.json"
+    path = checked_join(root, str(split), "meta.json", source="data.split", what="split")
     if not path.is_file():
         raise FileNotFoundError(_missing_root_message(Path(root), path))
+    def unique_keys(pairs: list) -> dict:
+        # json keeps the last of two equal keys silently: a video or object listed twice would lose one entry.
+        out: dict = {}
+        for key, value in pairs:
+            if key in out:
+                raise DatasetLayoutError(f"{path}: key {key!r} appears twice in one object (a video or object "
+                                         "listed twice); JSON readers keep only one: merge the two entries")
+            out[key] = value
+        return out
+
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetLayoutError(f"{path}: not valid JSON ({err}); re-extract the dataset") from err
     videos = raw.get("videos") if isinstance(raw, dict) else None
@@ -157,6 +168,9 @@ def read_meta(root: str | os.PathLike, split: str) -> dict[str, dict[int, dict]]
                 obj_id = -1
             if not 1 <= obj_id <= 254:
                 raise DatasetLayoutError(f"{path}: video {video!r} has object id {key!r}; ids must be 1..254")
+            if obj_id in parsed:
+                raise DatasetLayoutError(f"{path}: video {video!r} lists object {obj_id} twice (as {key!r} and "
+                                         "another spelling of the same number); list each object once")
             frames = obj.get("frames") if isinstance(obj, dict) else None
             if not isinstance(frames, list) or not frames:
                 raise DatasetLayoutError(f'{path}: object {key} of video {video!r} has no "frames" list')
@@ -173,7 +187,7 @@ def list_videos(root: str | os.PathLike, split: str) -> list[str]:
     Raises:
         FileNotFoundError: missing meta.json or JPEGImages folder. DatasetLayoutError: no videos.
     """
-    split_dir = Path(root) / str(split)
+    split_dir = checked_join(root, str(split), source="data.split", what="split")
     meta = read_meta(root, split)
     if not meta:
         raise DatasetLayoutError(f"{split_dir / 'meta.json'} lists no videos")
@@ -181,7 +195,8 @@ def list_videos(root: str | os.PathLike, split: str) -> list[str]:
     if not img_root.is_dir():
         raise FileNotFoundError(f"folder not found: {img_root} (YouTube-VOS {split}/ needs JPEGImages/)")
     names = sorted(meta)
-    missing = [v for v in names if not (img_root / v).is_dir()]
+    missing = [v for v in names
+               if not checked_join(img_root, v, source=split_dir / "meta.json", what="video id").is_dir()]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} video(s) listed in {split_dir / 'meta.json'} have no frame folder in {img_root}: "
@@ -198,13 +213,13 @@ def load_video(root: str | os.PathLike, split: str, video: str,
         FileNotFoundError: missing frame folder or no frames.
         DatasetLayoutError: an annotation or a meta.json frame without its frame file (names them).
     """
-    split_dir = Path(root) / str(split)
+    split_dir = checked_join(root, str(split), source="data.split", what="split")
     check_name(video, source=split_dir / "meta.json", what="video id")
     meta = read_meta(root, split) if meta is None else meta
     if video not in meta:
         raise DatasetLayoutError(f"video {video!r} is not listed in {split_dir / 'meta.json'}")
-    img_dir = split_dir / "JPEGImages" / video
-    ann_dir = split_dir / "Annotations" / video
+    img_dir = checked_join(split_dir, "JPEGImages", video, source=split_dir / "meta.json", what="video id")
+    ann_dir = checked_join(split_dir, "Annotations", video, source=split_dir / "meta.json", what="video id")
     if not img_dir.is_dir():
         raise FileNotFoundError(f"video folder not found: {img_dir}")
     frames = _listdir(img_dir, FRAME_SUFFIXES)
@@ -246,8 +261,8 @@ def ground_truth_dir(root: str | os.PathLike, split: str, videos: Sequence[YouTu
                                     "<dir>/<video>/<frame>.png for every frame")
         return path
     if videos and all(len(v.annotations) == len(v.frames) for v in videos):
-        return Path(root) / str(split) / "Annotations"
-    full = Path(root) / FULL_ANNOTATIONS_DIR.format(split=split)
+        return checked_join(root, str(split), "Annotations", source="data.split", what="split")
+    full = checked_join(root, FULL_ANNOTATIONS_DIR.format(split=split), source="data.split", what="split")
     return full if full.is_dir() else None
 
 
@@ -304,14 +319,25 @@ def evaluate_folder(videos: Sequence[YouTubeVOSVideo], results_dir: str | os.Pat
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder not found: {results_dir}; expected <results>/<video>/<frame>.png "
                                 "(or a submission folder with Annotations/<video>/<frame>.png)")
-    per_object, object_stats, per_frame, rows, skipped = [], {}, {}, [], []
+    if not videos:
+        raise DatasetLayoutError(f"no video to score against {results_dir}: the split lists no video")
+    per_object, object_stats, per_frame, rows, skipped, unknown_files = [], {}, {}, [], [], []
     for video in videos:
         first_frames = video.first_frames()
+        if not first_frames:
+            raise DatasetLayoutError(f"video {video.name!r} has no object in meta.json; there is nothing to "
+                                     "score in it: fix meta.json or leave the video out")
+        video_dir = checked_join(results_dir, video.name, source=results_dir, what="video id")
+        if video_dir.is_dir():  # a missing folder is reported below, with the first missing PNG
+            known = set(video.frame_names)
+            unknown_files += sorted(str(q) for q in video_dir.iterdir()
+                            if q.suffix == ".png" and not q.name.startswith(".") and q.stem not in known)
         start = min(first_frames.values())
         names = video.frame_names
         gts, preds = [], []
         for name in names[start:]:
-            gt_path, pred_path = gt_dir / video.name / f"{name}.png", results_dir / video.name / f"{name}.png"
+            gt_path = checked_join(gt_dir, video.name, f"{name}.png", source=gt_dir, what="video/frame name")
+            pred_path = checked_join(results_dir, video.name, f"{name}.png", source=gt_dir, what="video/frame name")
             if not gt_path.is_file():
                 raise FileNotFoundError(f"ground truth missing: {gt_path}; scoring needs every frame annotated")
             if not pred_path.is_file():
@@ -343,6 +369,15 @@ def evaluate_folder(videos: Sequence[YouTubeVOSVideo], results_dir: str | os.Pat
             per_frame[row["name"]] = {"sequence": video.name, "object": row["object"], "frames": list(video_frames),
                                       "J": pad + row["J"], "F": pad + row["F"]}
             rows.append(row["stats"])
+    if not rows:
+        raise DatasetLayoutError(
+            f"no object can be scored: every object first appears in the last two frames of its video "
+            f"({', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}), which leaves it no scored frame; "
+            "J&F would be NaN"
+        )
+    if unknown_files:
+        warn_user(f"{len(unknown_files)} PNG(s) in {results_dir} are not frames of their video (not in JPEGImages) and "
+                  f"are not scored; first: {unknown_files[0]}. Check that the results are named like the frames")
     stats = np.asarray(rows, dtype=np.float64).reshape(-1, len(STAT_NAMES))
     return DavisResults(summarize(stats), per_object, object_stats, per_frame), skipped
 

@@ -23,7 +23,6 @@ import io
 import math
 import multiprocessing
 import os
-import struct
 import sys
 import threading
 import zlib
@@ -35,7 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from vidseg.data.io import MaskFormatError, read_mask, write_json_atomic, write_text_atomic
+from vidseg.data.io import (
+    MaskFormatError,
+    png_header,
+    read_mask,
+    read_png_header,
+    warn_user,
+    write_json_atomic,
+    write_text_atomic,
+)
+from vidseg.data.names import checked_join
+from vidseg.errors import DatasetLayoutError
 
 try:  # zlib-ng inflates mask PNGs 4x faster than zlib (0.2 vs 0.8 ms at 854x480), with the same bytes out
     from zlib_ng import zlib_ng as _inflate
@@ -93,15 +102,7 @@ class DavisResults:
         return cls(summarize(stats), per_object, object_stats, per_frame)
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
-    """``(width, height, bit depth, colour type, interlace)`` from a PNG's first 29 bytes; None if not a PNG."""
-    if len(data) < 29 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    return width, height, depth, colour, interlace
+_png_header = png_header  # the one PNG header parser (vidseg.data.io), also used by the panoptic reader
 
 
 def _read_plain_png_into(path: Path, out: np.ndarray) -> bool:
@@ -223,7 +224,7 @@ def _score_piece(job: _PieceJob) -> tuple[np.ndarray, np.ndarray]:
             )
         frame_max = int(pred.max())
         if frame_max > num_objects:
-            raise ValueError(
+            raise MaskFormatError(
                 f"{pred_path}: object id {frame_max} but sequence {job.name!r} has {num_objects} objects"
                 f" (max id of its first annotation {job.first_gt}); predicted ids must be those of the first "
                 "frame (the official toolkit stops here too)"
@@ -277,10 +278,13 @@ def evaluate_folder(
         :class:`DavisResults` in the mapping's sequence order.
     Raises:
         FileNotFoundError: results folder, a sequence folder or a frame PNG is missing (message names it).
-        MaskFormatError: an RGB or unreadable PNG, or a size different from the annotation.
-        ValueError: a sequence with fewer than 3 frames, or a prediction with an object id the first-frame
-            annotation does not have (names the PNG). With several bad sequences, the first in the mapping's
+        MaskFormatError: an RGB, RGBA or unreadable PNG, a size different from the annotation, or a prediction
+            with an object id the first-frame annotation does not have (names the PNG).
+        DatasetLayoutError: no sequence, no object in any sequence, or a sequence with fewer than 3 frames.
+            With several bad sequences, the first in the mapping's
             order is reported, as in a serial run.
+    Warns (``vidseg: warning:`` on stderr, scored as the toolkit scores them): result PNGs without an
+    annotation of the same name (not read), sequences whose first annotation has no object (add nothing).
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -288,11 +292,15 @@ def evaluate_folder(
             f"results folder not found: {results_dir}; expected <results_dir>/<sequence>/<frame>.png, "
             "e.g. written by `python -m vidseg.predict`"
         )
+    if not gt_mask_paths:
+        raise DatasetLayoutError(f"no sequence to score against {results_dir}: the ground truth lists no "
+                                 "sequence (an empty ImageSets file?); a score of nothing would be NaN")
     sequences: list[tuple[str, list[Path], int]] = []  # (name, scored frames, number of pieces)
     jobs: list[_PieceJob] = []
+    extra_results: list[str] = []
     for seq, seq_paths in gt_mask_paths.items():  # folder-level checks first: fail before any scoring
         paths = tuple(Path(p) for p in seq_paths)
-        seq_dir = results_dir / seq
+        seq_dir = checked_join(results_dir, seq, source=results_dir, what="sequence name")
         if not seq_dir.is_dir():
             raise FileNotFoundError(
                 f"results for sequence {seq!r} not found: {seq_dir} is missing; write one PNG per frame there"
@@ -300,9 +308,12 @@ def evaluate_folder(
                 "sequences to evaluate"
             )
         if len(paths) < 3:
-            raise ValueError(
-                f"sequence {seq!r} has {len(paths)} annotated frames; DAVIS scores frames 1..T-2"
+            raise DatasetLayoutError(
+                f"sequence {seq!r} has {len(paths)} annotated frames ({paths[0].parent if paths else 'none'}); "
+                "DAVIS scores frames 1..T-2, so a sequence needs at least 3: fix the annotations or leave the "
+                "sequence out"
             )
+        _note_extra_results(seq_dir, paths, extra_results)
         pieces = _pieces(paths, _frame_pixels(paths[0]))
         sequences.append((seq, list(paths[1:-1]), len(pieces)))
         jobs += [_PieceJob(seq, paths[0], piece, seq_dir, binary_255, bound_th) for piece in pieces]
@@ -326,23 +337,42 @@ def evaluate_folder(
     finally:
         if bar is not None:
             bar.close()
-    results, first_piece = [], 0
+    results, first_piece, no_objects = [], 0, []
     for seq, scored, count in sequences:  # each sequence's pieces are consecutive jobs
         own = scores[first_piece : first_piece + count]
         first_piece += count
         j = np.concatenate([piece_j for piece_j, _ in own], axis=1)
         f = np.concatenate([piece_f for _, piece_f in own], axis=1)
+        if j.shape[0] == 0:
+            no_objects.append(seq)
         results.append(sequence_result(seq, [p.stem for p in scored], j, f))
+    if len(no_objects) == len(sequences):
+        raise DatasetLayoutError(
+            f"no object to score: the first annotation of every sequence ({', '.join(no_objects[:5])}"
+            f"{' ...' if len(no_objects) > 5 else ''}) is all background; J&F would be NaN. Objects are the ids "
+            "1..max of a sequence's first annotation: check the annotation folder"
+        )
+    if no_objects:
+        warn_user(f"{len(no_objects)} sequence(s) have no object in their first annotation and add nothing to "
+                  f"the means, as in the DAVIS toolkit: {', '.join(no_objects[:5])}")
+    if extra_results:
+        warn_user(f"{len(extra_results)} PNG(s) in {results_dir} have no annotation of the same name and are not "
+                  f"scored (the DAVIS toolkit ignores them too); first: {extra_results[0]}. Check that the results "
+                  "are named like the annotations")
     return DavisResults.from_sequences(results)
+
+
+def _note_extra_results(seq_dir: Path, gt_paths: Sequence[Path], out: list[str]) -> None:
+    """Add to ``out`` the result PNGs of ``seq_dir`` with no annotation of the same name (one listdir)."""
+    names = {p.stem for p in gt_paths}
+    with contextlib.suppress(OSError):
+        out += sorted(str(p) for p in seq_dir.iterdir()
+                      if p.suffix == ".png" and not p.name.startswith(".") and p.stem not in names)
 
 
 def _frame_pixels(path: Path) -> int:
     """Pixels of the PNG ``path`` from its header (0 if unreadable: the worker then reports the file)."""
-    try:
-        with open(path, "rb") as f:
-            header = _png_header(f.read(29))
-    except OSError:
-        return 0
+    header = read_png_header(path)
     return 0 if header is None else header[0] * header[1]
 
 
@@ -410,11 +440,10 @@ def write_results(
         was written (plots on and at least one object).
     """
     out_dir = Path(out_dir)
-    paths = {
-        "global": out_dir / f"global_results-{split}.csv",
-        "per_sequence": out_dir / f"per-sequence_results-{split}.csv",
-        "json": out_dir / f"results-{split}.json",
-    }
+    paths = {key: checked_join(out_dir, name, source="data.split", what="split") for key, name in (
+        ("global", f"global_results-{split}.csv"), ("per_sequence", f"per-sequence_results-{split}.csv"),
+        ("json", f"results-{split}.json"), ("plot", f"results-{split}-jf.png"))}
+    plot_path = paths.pop("plot")
     g = results.global_metrics
     write_text_atomic(paths["global"], _csv([GLOBAL_NAMES, [_fmt(g[k]) for k in GLOBAL_NAMES]]))
     write_text_atomic(
@@ -437,7 +466,7 @@ def write_results(
         {"split": split, "global": {k: _json_float(g[k]) for k in GLOBAL_NAMES}, "per_object": per_object},
     )
     if plots:
-        written = plot_results(results, out_dir / f"results-{split}-jf.png")
+        written = plot_results(results, plot_path)
         if written is not None:  # None: no objects, nothing to draw
             paths["plot"] = written
     return paths

@@ -18,6 +18,13 @@ Differences from the official script, on purpose: frames are grouped into videos
 ``np.array_split`` assumes equal-length, contiguous videos, and pairs sorted GT files with unsorted
 predictions); annotations are matched to images by ``image_id``; inconsistent input raises an error that
 names the file instead of a ``KeyError``.
+
+Nothing is scored until every field that could make a number silently wrong has been checked: the GT JSON
+and pred.json field by field (:func:`vidseg.data.panoptic.check_panoptic_gt` / ``check_segments_info``: types,
+NaN, duplicate image/segment/category ids, an empty GT), and each PNG's header (8-bit RGB only: PIL, and so
+the official script, reads a 16-bit PNG's high bytes and gets other ids). What the official rules score but
+what looks wrong (GT ids in the PNG but not the JSON, windows no video is long enough for, stray pan_pred
+PNGs) is scored as they score it and said on stderr as ``vidseg: warning: ...``.
 """
 
 from __future__ import annotations
@@ -29,9 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidseg.data.io import write_json_atomic, write_text_atomic
-from vidseg.data.names import check_name, check_relative_path
-from vidseg.data.panoptic import read_json, read_panoptic_png
+from vidseg.data.io import warn_user, write_json_atomic, write_text_atomic
+from vidseg.data.names import check_name, check_relative_path, checked_join
+from vidseg.data.panoptic import (
+    check_panoptic_gt,
+    check_segments_info,
+    json_id,
+    json_object,
+    read_json,
+    read_panoptic_png,
+)
 from vidseg.data.vps_layout import LAYOUTS, VPSLayout
 from vidseg.errors import DataError, SubmissionError
 from vidseg.metrics.stq import STQCounts, summarize_stq, video_stq_counts
@@ -98,61 +112,82 @@ def _layout(layout: str | VPSLayout) -> VPSLayout:
 
 
 def load_ground_truth(layout: str | VPSLayout, root: str | os.PathLike, split: str) -> VPSGroundTruth:
-    """Read a split's panoptic GT JSON and check that every GT PNG exists.
+    """Read a split's panoptic GT JSON, check every field scoring reads, and check that every GT PNG exists.
+
+    Refused (one :class:`DataError` naming the file, the JSON path of the field and the fix), because each
+    would make a number silently wrong or stop the official script: ``images``/``annotations``/``categories``
+    that are not lists; an empty ``images`` list or no segment in any frame (nothing to score: the official
+    script divides by zero); two images with one ``id`` or one ``file_name``; two categories with one id;
+    an annotation whose ``image_id`` is not an image's, two annotations of one image, an image without one;
+    wrong field types (:func:`vidseg.data.panoptic.check_panoptic_gt`).
 
     Raises:
         FileNotFoundError: GT JSON or a GT PNG missing (message names it).
-        DataError: the JSON lacks images/annotations/categories, or an image has no annotation.
+        DataError: any of the above.
     """
     layout = _layout(layout)
     json_path = layout.panoptic_gt_json(root, split)
     gt = read_json(json_path, what=f"{layout.name} panoptic GT JSON")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(gt, dict) or key not in gt:
-            raise DataError(f"{json_path}: missing key {key!r}; expected a COCO-panoptic video GT JSON with "
-                            "images, annotations and categories")
-    categories = {int(c["id"]): c for c in gt["categories"]}
+    categories, checked = check_panoptic_gt(gt, json_path)
     png_dir = layout.panoptic_gt_dir(root, split)
-    by_image = {str(a["image_id"]): a for a in gt["annotations"] if "image_id" in a}
-    positional = len(by_image) != len(gt["annotations"])
-    if positional and len(gt["annotations"]) != len(gt["images"]):
-        raise DataError(f"{json_path}: {len(gt['annotations'])} annotations for {len(gt['images'])} images, "
-                        "and not every annotation has an image_id; give each image one annotation")
     videos: dict[str, list[GTFrame]] = {}
     image_ids = []
-    for i, image in enumerate(gt["images"]):
-        image_id = str(image["id"])
-        ann = gt["annotations"][i] if positional else by_image.get(image_id)
-        if ann is None:
-            raise DataError(f"{json_path}: image {image_id!r} ({image['file_name']}) has no annotation; every "
-                            "annotated frame needs an annotations entry with its segments_info")
-        check_relative_path(image["file_name"], source=json_path, what="image file name")
+    last_video = None
+    for i, entry in enumerate(checked):
+        image, ann, image_id = entry.image, entry.annotation, entry.image_id
+        video = check_name(layout.video_of(image), source=json_path, what="video id")
+        if video != last_video and video in videos:
+            # Windows are consecutive frames of one video: a video whose frames are split by another video's
+            # is two clips with one id (or a shuffled JSON), and its windows would join unrelated frames.
+            raise DataError(f"{json_path}: images[{i}] ({image['file_name']}) belongs to video {video!r}, whose "
+                            f"frames were interrupted by video {last_video!r}; list each video's frames together "
+                            "and in frame order (two clips sharing one video id must get different ids)")
+        _check_frame_order(json_path, i, image["file_name"], videos.get(video), layout)
+        last_video = video
         png_name = ann.get("file_name") or layout.gt_png_name(image["file_name"])
         png = png_dir / check_relative_path(png_name, source=json_path, what="panoptic PNG name")
         if not png.is_file():
             raise FileNotFoundError(f"GT panoptic PNG not found: {png} (image {image_id!r} of {json_path}); "
                                     f"expected {png_dir}/<{layout.name} GT png name>, see vidseg.data.vps_layout")
-        frame = GTFrame(image_id, image["file_name"], png, list(ann["segments_info"]), image.get("height"),
-                        image.get("width"))
-        videos.setdefault(check_name(layout.video_of(image), source=json_path, what="video id"), []).append(frame)
+        frame = GTFrame(image_id, image["file_name"], png, entry.segments, image.get("height"), image.get("width"))
+        videos.setdefault(video, []).append(frame)
         image_ids.append(image_id)
     return VPSGroundTruth(layout.name, json_path, categories,
                           [GTVideo(name, tuple(frames)) for name, frames in videos.items()], image_ids)
 
 
+def _check_frame_order(json_path: Path, index: int, file_name: str, earlier: list[GTFrame] | None,
+                       layout: VPSLayout) -> None:
+    """Refuse a frame listed after a later (or the same) frame of its video: windows follow the JSON order,
+    and the official script pairs its sorted GT files with the JSON order, so an unsorted JSON scores wrong
+    tubes in both. Names without a frame number (not the published layout) are not checked."""
+    if not earlier:
+        return
+    try:
+        this, previous = layout.frame_index_of(file_name), layout.frame_index_of(earlier[-1].file_name)
+    except ValueError:
+        return
+    if this <= previous:
+        raise DataError(f"{json_path}: images[{index}] ({file_name}) is frame {this} of its video but comes after "
+                        f"frame {previous} ({earlier[-1].file_name}); list each video's frames once, in frame order")
+
+
 # ---------------------------------------------------------------------------------------- submission
 def _read_pred_json(gt: VPSGroundTruth, submission_dir: Path) -> dict[str, list[dict]]:
-    """``image id -> segments_info`` from pred.json, checked against the GT images."""
+    """``image id -> segments_info`` from pred.json, every field checked, matched to the GT images."""
     path = submission_dir / "pred.json"
     if not path.is_file():
         raise FileNotFoundError(f"pred.json not found: {path}; a VPS submission folder holds pred.json and "
                                 "pan_pred/<image id>.png (the official eval_vpq.py format)")
     pred = read_json(path, what="pred.json")
-    entries = pred.get("annotations") if isinstance(pred, dict) else None
-    if not isinstance(entries, list):
+    fix = "write pred.json as {\"annotations\": [{\"image_id\", \"segments_info\": [{\"id\", \"category_id\"}]}]}"
+    if not isinstance(pred, dict) or not isinstance(pred.get("annotations"), list):
         raise SubmissionError(f"{path}: expected {{\"annotations\": [...]}} with one entry per GT image")
+    entries = pred["annotations"]
+    for i, e in enumerate(entries):
+        json_object(e, path, f"annotations[{i}]", fix, SubmissionError)
     n_gt = len(gt.image_ids)
-    with_id = [e for e in entries if isinstance(e, dict) and "image_id" in e]
+    with_id = [e for e in entries if "image_id" in e]
     if with_id and len(with_id) != len(entries):
         raise SubmissionError(f"{path}: {len(with_id)} of {len(entries)} entries have an image_id; give every "
                               "entry an image_id, or none (then entries follow the GT JSON's image order)")
@@ -161,20 +196,23 @@ def _read_pred_json(gt: VPSGroundTruth, submission_dir: Path) -> dict[str, list[
                               "images; write one entry per GT image" +
                               ("" if with_id else ", in the GT JSON's image order"))
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not isinstance(e.get("segments_info"), list):
+        if not isinstance(e.get("segments_info"), list):
             raise SubmissionError(f"{path}: annotations[{i}] has no segments_info list")
+    segments = [check_segments_info(e["segments_info"], path, f"annotations[{i}].segments_info", gt.categories,
+                                    ground_truth=False, error=SubmissionError) for i, e in enumerate(entries)]
     if not with_id:
-        return {image_id: e["segments_info"] for image_id, e in zip(gt.image_ids, entries, strict=True)}
+        return dict(zip(gt.image_ids, segments, strict=True))
     known = set(gt.image_ids)
     out: dict[str, list[dict]] = {}
-    for e in entries:
-        image_id = str(e["image_id"])
+    for i, (e, segs) in enumerate(zip(entries, segments, strict=True)):
+        image_id = json_id(e["image_id"], path, f"annotations[{i}].image_id", fix, SubmissionError)
         if image_id not in known:
-            raise SubmissionError(f"{path}: image_id {image_id!r} is not a GT image of {gt.json_path}; use the "
-                                  f"GT images' ids (e.g. {gt.image_ids[0]!r})")
+            raise SubmissionError(f"{path}: annotations[{i}].image_id: image_id {image_id!r} is not a GT image of "
+                                  f"{gt.json_path}; use the GT images' ids (e.g. {gt.image_ids[0]!r})")
         if image_id in out:
-            raise SubmissionError(f"{path}: image_id {image_id!r} appears more than once; one entry per image")
-        out[image_id] = e["segments_info"]
+            raise SubmissionError(f"{path}: annotations[{i}].image_id: image_id {image_id!r} appears more than "
+                                  "once; one entry per image")
+        out[image_id] = segs
     return out
 
 
@@ -182,6 +220,7 @@ def _read_pred_json(gt: VPSGroundTruth, submission_dir: Path) -> dict[str, list[
 class _VideoJob:
     name: str
     gt_pngs: tuple[Path, ...]
+    gt_sizes: tuple[tuple[int | None, int | None], ...]  # (height, width) from the GT JSON, None if not given
     gt_segments: tuple[list[dict], ...]
     pred_pngs: tuple[Path, ...]
     pred_segments: tuple[list[dict], ...]
@@ -200,17 +239,42 @@ def _read_prediction(path: Path, gt_path: Path, shape: tuple[int, int]):
     return pred
 
 
-def _score_video(job: _VideoJob) -> tuple[PQCounts, STQCounts]:
-    """Worker: decode the video's PNGs once, build its pair tables, count VPQ and STQ."""
+def _score_video(job: _VideoJob) -> tuple[PQCounts, STQCounts, list[str]]:
+    """Worker: decode the video's PNGs once, build its pair tables, count VPQ and STQ.
+
+    Also returns notes on GT that the official rules score but that look wrong (see :func:`_gt_notes`).
+    """
     pairs = []
-    for gt_png, pred_png in zip(job.gt_pngs, job.pred_pngs, strict=True):
+    for gt_png, (height, width), pred_png in zip(job.gt_pngs, job.gt_sizes, job.pred_pngs, strict=True):
         gt_ids = read_panoptic_png(gt_png)
+        if (height is not None and gt_ids.shape[0] != height) or (width is not None and gt_ids.shape[1] != width):
+            raise DataError(f"{gt_png}: GT PNG is {gt_ids.shape[1]}x{gt_ids.shape[0]} (WxH) but its image entry in "
+                            f"the GT JSON says {width}x{height}; the PNG belongs to another frame or was resized")
         pairs.append(pair_table(gt_ids, _read_prediction(pred_png, gt_png, gt_ids.shape)))
     tables = build_video_tables(pairs, job.gt_segments, job.pred_segments, job.categories,
                                 gt_names=[f"{p} (GT JSON entry)" for p in job.gt_pngs],
                                 pred_names=[f"{p} (with its pred.json entry)" for p in job.pred_pngs])
     return (video_counts(tables, job.protocol, len(job.categories)),
-            video_stq_counts(tables, job.categories.isthing))
+            video_stq_counts(tables, job.categories.isthing), _gt_notes(tables, job.gt_pngs))
+
+
+def _gt_notes(tables, gt_pngs: Sequence[Path]) -> list[str]:
+    """GT frames whose PNG and segments_info disagree. The official rules score them (ids only in the PNG
+    take part in nothing; a listed segment without pixels is still a tube, an FN if unmatched), so vidseg
+    does too, and says so."""
+    notes = []
+    painted = tables.gt_png_area > 0
+    not_void = tables.gt_ids != 0
+    for t, png in enumerate(gt_pngs):
+        unlisted = tables.gt_ids[painted[t] & ~tables.gt_listed[t] & not_void]
+        empty = tables.gt_ids[tables.gt_listed[t] & ~painted[t]]
+        if unlisted.size:
+            notes.append(f"{png}: segment ids {unlisted[:5].tolist()} are in the PNG but not in its GT JSON "
+                         "segments_info (ignored)")
+        if empty.size:
+            notes.append(f"{png}: segments_info lists ids {empty[:5].tolist()} that have no pixel in the PNG "
+                         "(scored from the JSON)")
+    return notes
 
 
 @dataclass
@@ -277,8 +341,10 @@ def evaluate_submission(
         _VideoJob(
             video.name,
             tuple(f.png_path for f in video.frames),
+            tuple((f.height, f.width) for f in video.frames),
             tuple(f.segments_info for f in video.frames),
-            tuple(submission_dir / "pan_pred" / f"{f.image_id}.png" for f in video.frames),
+            tuple(checked_join(submission_dir, "pan_pred", f"{f.image_id}.png", source=gt.json_path, what="image id")
+                  for f in video.frames),
             tuple(pred_segments[f.image_id] for f in video.frames),
             cats,
             protocol,
@@ -295,9 +361,36 @@ def evaluate_submission(
             outputs = pool.map(_score_video, jobs, chunksize=1)  # in video order
     pq = PQCounts.zeros(len(protocol.windows), len(cats))
     stq = STQCounts.zeros(len(cats))
-    for pq_video, stq_video in outputs:
+    notes: list[str] = []
+    for pq_video, stq_video, video_notes in outputs:
         pq, stq = pq + pq_video, stq + stq_video
-    return results_from_counts(pq, stq, cats, protocol, num_videos=len(jobs), num_frames=gt.num_frames)
+        notes += video_notes
+    if notes:
+        warn_user(f"{len(notes)} GT frame(s) of {gt.json_path} disagree with their PNG; they are scored as the "
+                  f"official script scores them, but check the ground truth. First: {notes[0]}")
+    results = results_from_counts(pq, stq, cats, protocol, num_videos=len(jobs), num_frames=gt.num_frames)
+    empty = [k for k, entry in results.windows.items() if entry["all"]["n"] == 0]
+    if empty:
+        # Documented behaviour (the official script divides by zero here): say it, the final VPQ averages the 0s.
+        warn_user(f"no class was counted for window(s) {empty} (no video of {gt.json_path} has that many "
+                  "annotated frames, or nothing was scored there): their VPQ is 0 with n = 0 and the final VPQ, "
+                  f"the mean over all {len(results.windows)} windows, includes these zeros")
+    _warn_unused_predictions(submission_dir, gt)
+    return results
+
+
+def _warn_unused_predictions(submission_dir: Path, gt: VPSGroundTruth) -> None:
+    """Say when pan_pred/ holds PNGs that no GT image asks for (the official script ignores them too): the
+    usual cause is predictions named by another id than the GT images' ``id``."""
+    known = {f"{image_id}.png" for image_id in gt.image_ids}
+    try:
+        extra = sorted(p.name for p in (submission_dir / "pan_pred").iterdir()
+                       if p.suffix == ".png" and not p.name.startswith(".") and p.name not in known)
+    except OSError:
+        return
+    if extra:
+        warn_user(f"{len(extra)} PNG(s) in {submission_dir / 'pan_pred'} are not named after a GT image id and are "
+                  f"not scored (e.g. {extra[0]}); check that predictions are named <GT image id>.png")
 
 
 # -------------------------------------------------------------------------------------------- writers
@@ -358,7 +451,7 @@ def write_vps_results(results: VPSResults, output_dir: str | os.PathLike, split:
                       f"vpq_stuff:{100 * v['stuff']:.4f}\n")
     doc = results_to_json(results, split)
     paths = {name: path for name, (path, _) in texts.items()}
-    paths["json"] = out / f"results-{split}.json"
+    paths["json"] = checked_join(out, f"results-{split}.json", source="data.split", what="split")
     for path, text in texts.values():
         write_text_atomic(path, text)
     write_json_atomic(paths["json"], doc)

@@ -22,6 +22,13 @@ and ``<output>/overlay.mp4`` (object ids drawn on). ``mask=`` is the first frame
 named like the frames (or by frame index, ``00012.png``) for objects that appear later. Frames are decoded
 and segmented one at a time (constant memory); outputs are built in a hidden folder and moved into place
 when the video is done, so an interrupted run never leaves masks or an overlay that look complete.
+``<frame>`` is the input frame's own name for a frame folder (``shot_10.jpg`` -> ``shot_10.png``) and the
+frame index for a video file (``00000.png``...); ``prediction.json`` (written last) lists them in order,
+``frame_names[i]`` for frame i.
+
+Both commands write into their output folder through :mod:`vidseg.utils.outputs`: they replace only what
+vidseg wrote there (``overwrite=true`` for anything else), never write over their inputs, remove their own
+stale outputs, and lock the folder while they write.
 """
 
 from __future__ import annotations
@@ -36,9 +43,18 @@ from omegaconf import DictConfig
 
 from vidseg.data.davis_layout import list_sequences, sequence_paths
 from vidseg.data.io import read_image, read_mask, write_json_atomic, write_mask, write_text_atomic
+from vidseg.data.names import checked_join
 from vidseg.errors import DataError
 from vidseg.metrics.davis_eval import DavisResults, evaluate_folder, format_table, write_results
-from vidseg.utils.outputs import frame_count_hint, move_into_place, progress_bar, staged_outputs
+from vidseg.utils.outputs import (
+    check_apart,
+    finish_evaluation,
+    frame_count_hint,
+    open_evaluation_folder,
+    open_output_folder,
+    overwrite_option,
+    progress_bar,
+)
 
 # torch, Lightning and the model are imported only where a checkpoint is run: scoring a results folder
 # (``predictions=``) needs none of them, and importing them costs seconds.
@@ -61,7 +77,7 @@ def predict_davis(predictor: VOSPredictor, root: Path, sequences: list[str], mas
     paths = {seq: sequence_paths(root, seq, resolution=resolution) for seq in sequences}
     with progress_bar(sum(len(frames) for frames, _ in paths.values()), "predict") as bar:
         for index, seq in enumerate(sequences):
-            seq_dir = masks_dir / seq
+            seq_dir = checked_join(masks_dir, seq, source=root, what="sequence name")
             done_file = seq_dir / ".done"
             frame_paths, mask_paths = paths[seq]
             if done_file.is_file() and done_file.read_text() == fingerprint:
@@ -87,7 +103,7 @@ def predict_youtube_vos(predictor: VOSPredictor, videos: list[YouTubeVOSVideo], 
     """
     with progress_bar(sum(len(v.frames) for v in videos), "predict") as bar:
         for index, video in enumerate(videos):
-            video_dir = annotations_dir / video.name
+            video_dir = checked_join(annotations_dir, video.name, source="meta.json", what="video id")
             done_file = video_dir / ".done"
             if done_file.is_file() and done_file.read_text() == fingerprint:
                 bar.update(len(video.frames))
@@ -101,6 +117,15 @@ def predict_youtube_vos(predictor: VOSPredictor, videos: list[YouTubeVOSVideo], 
             write_text_atomic(done_file, fingerprint)
             starts = ", ".join(f"{obj}@{video.frames[t].stem}" for obj, t in sorted(video.first_frames().items()))
             bar.write(f"[{index + 1}/{len(videos)}] {video.name}: {len(video.frames)} frames, objects {starts}")
+
+
+def result_file_names(split: str, *, plots: bool) -> list[str]:
+    """The files :func:`vidseg.metrics.davis_eval.write_results` may write for ``split`` (claimed before scoring)."""
+    from vidseg.data.names import check_name
+
+    split = check_name(split, source="data.split", what="split")
+    return [f"global_results-{split}.csv", f"per-sequence_results-{split}.csv", f"results-{split}.json",
+            *([f"results-{split}-jf.png"] if plots else [])]
 
 
 def _load_predictor(cfg: DictConfig) -> VOSPredictor:
@@ -129,26 +154,30 @@ def evaluate_vos(cfg: DictConfig) -> DavisResults | None:
     if (cfg.ckpt is None) == (cfg.predictions is None):
         raise DataError("give exactly one of ckpt=<checkpoint> (predict, then score) or predictions=<results dir>")
     sequences = list_sequences(root, year=year, split=split, resolution=resolution)
+    plots = bool(cfg.get("plots", True))
 
-    if cfg.predictions is not None:
-        results_dir = Path(cfg.predictions)
-    else:
-        from vidseg.inference.checkpoint import checkpoint_fingerprint
+    with open_evaluation_folder(cfg, split) as folder:
+        # Claimed before any work: refused at once if one of these is not vidseg's (or is an input).
+        folder.claim(result_file_names(split, plots=plots), fresh=["masks"] if cfg.predictions is None else [])
+        if cfg.predictions is not None:
+            results_dir, written = Path(cfg.predictions), []
+        else:
+            from vidseg.inference.checkpoint import checkpoint_fingerprint
 
-        ckpt = Path(cfg.ckpt)
-        predictor = _load_predictor(cfg)
-        results_dir = output_dir / "masks"
-        predict_davis(predictor, root, sequences, results_dir, fingerprint=checkpoint_fingerprint(ckpt),
-                      resolution=resolution, binary_255=binary_255)
+            ckpt = Path(cfg.ckpt)
+            predictor = _load_predictor(cfg)
+            results_dir, written = output_dir / "masks", ["masks"]
+            predict_davis(predictor, root, sequences, results_dir, fingerprint=checkpoint_fingerprint(ckpt),
+                          resolution=resolution, binary_255=binary_255)
 
-    gt_masks = {seq: sequence_paths(root, seq, resolution=resolution)[1] for seq in sequences}
-    results = evaluate_folder(gt_masks, results_dir, binary_255=binary_255, workers=cfg.get("workers"))
-    paths = write_results(results, output_dir, split, plots=bool(cfg.get("plots", True)))
-    write_json_atomic(output_dir / "evaluation.json", {
-        "task": "vos", "ckpt": str(cfg.ckpt) if cfg.ckpt else None, "predictions": str(results_dir.resolve()),
-        "data_root": str(root.resolve()), "year": year, "split": split, "sequences": len(sequences),
-        "files": {k: str(v) for k, v in paths.items()},
-    })
+        gt_masks = {seq: sequence_paths(root, seq, resolution=resolution)[1] for seq in sequences}
+        results = evaluate_folder(gt_masks, results_dir, binary_255=binary_255, workers=cfg.get("workers"))
+        paths = write_results(results, output_dir, split, plots=plots)
+        finish_evaluation(folder, [*written, *paths.values()], {
+            "task": "vos", "ckpt": str(cfg.ckpt) if cfg.ckpt else None, "predictions": str(results_dir.resolve()),
+            "data_root": str(root.resolve()), "year": year, "split": split, "sequences": len(sequences),
+            "files": {k: str(v) for k, v in paths.items()},
+        })
     print(format_table(results))
     print(f"\nmasks:   {results_dir.resolve()}")
     for path in paths.values():
@@ -180,43 +209,54 @@ def evaluate_youtube_vos(cfg: DictConfig) -> DavisResults | None:
     videos = [load_video(root, split, name, meta) for name in list_videos(root, split)]
     gt_dir = ground_truth_dir(root, split, videos, data.get("gt_annotations"))
     zip_path = None
-    if cfg.predictions is not None:
-        results_dir = Path(cfg.predictions)
-        if (results_dir / "Annotations").is_dir():  # a submission folder
-            results_dir = results_dir / "Annotations"
-        if gt_dir is None:
-            raise DataError(
-                f"{root / split}: nothing to score {results_dir} against: YouTube-VOS {split} is annotated only where "
-                "each object first appears (the challenge server scores it); give data.gt_annotations=<folder "
-                "<video>/<frame>.png with every frame>, or score a split with every frame annotated"
-            )
-    else:
-        from vidseg.inference.checkpoint import checkpoint_fingerprint
+    plots = bool(cfg.get("plots", True))
+    with open_evaluation_folder(cfg, split) as folder:
+        # Claimed before any work: refused at once if one of these is not vidseg's (or is an input).
+        results_names = result_file_names(split, plots=plots) if gt_dir is not None else []
+        predicted = [f"submission-{split}.zip"] if cfg.predictions is None else []
+        folder.claim([*results_names, *predicted], fresh=["submission"] if cfg.predictions is None else [])
+        written: list[str] = []
+        if cfg.predictions is not None:
+            results_dir = Path(cfg.predictions)
+            if (results_dir / "Annotations").is_dir():  # a submission folder
+                results_dir = results_dir / "Annotations"
+            if gt_dir is None:
+                raise DataError(
+                    f"{root}/{split}: nothing to score {results_dir} against: YouTube-VOS {split} is annotated only "
+                    "where each object first appears (the challenge server scores it); give "
+                    "data.gt_annotations=<folder <video>/<frame>.png with every frame>, or score a split with every "
+                    "frame annotated"
+                )
+        else:
+            from vidseg.inference.checkpoint import checkpoint_fingerprint
 
-        results_dir = output_dir / "submission" / "Annotations"
-        predict_youtube_vos(_load_predictor(cfg), videos, results_dir,
-                            fingerprint=checkpoint_fingerprint(Path(cfg.ckpt)))
-        zip_path = write_submission_zip(results_dir, output_dir / f"submission-{split}.zip")
+            results_dir = output_dir / "submission" / "Annotations"
+            written += ["submission", f"submission-{split}.zip"]
+            predict_youtube_vos(_load_predictor(cfg), videos, results_dir,
+                                fingerprint=checkpoint_fingerprint(Path(cfg.ckpt)))
+            zip_path = write_submission_zip(results_dir, checked_join(output_dir, f"submission-{split}.zip",
+                                                                      source="data.split", what="split"))
 
-    results, files, skipped = None, {}, []
-    if gt_dir is not None:
-        results, skipped = evaluate_youtube_vos_folder(videos, results_dir, gt_dir)
-        files = write_results(results, output_dir, split, plots=bool(cfg.get("plots", True)))
-        print(format_table(results, split))
-        print(f"(vidseg's YouTube-VOS score: J&F per object over the frames after its first frame, the last frame "
-              f"excluded; ground truth {gt_dir.resolve()})")
-        if skipped:
-            print(f"not scored (first appear in the last two frames): {', '.join(skipped)}")
-    else:
-        print(f"YouTube-VOS {split} is annotated only where each object first appears: no local scores; "
-              f"upload {zip_path.resolve() if zip_path else results_dir} to the challenge server")
-    write_json_atomic(output_dir / "evaluation.json", {
-        "task": "vos", "dataset": "youtube_vos", "ckpt": str(cfg.ckpt) if cfg.ckpt else None,
-        "predictions": str(results_dir.resolve()), "data_root": str(root.resolve()), "split": split,
-        "videos": len(videos), "ground_truth": str(gt_dir.resolve()) if gt_dir else None,
-        "submission_zip": str(zip_path.resolve()) if zip_path else None, "not_scored": skipped,
-        "files": {k: str(v) for k, v in files.items()},
-    })
+        results, files, skipped = None, {}, []
+        if gt_dir is not None:
+            results, skipped = evaluate_youtube_vos_folder(videos, results_dir, gt_dir)
+            files = write_results(results, output_dir, split, plots=plots)
+            written += [path.name for path in files.values()]
+            print(format_table(results, split))
+            print(f"(vidseg's YouTube-VOS score: J&F per object over the frames after its first frame, the last frame "
+                  f"excluded; ground truth {gt_dir.resolve()})")
+            if skipped:
+                print(f"not scored (first appear in the last two frames): {', '.join(skipped)}")
+        else:
+            print(f"YouTube-VOS {split} is annotated only where each object first appears: no local scores; "
+                  f"upload {zip_path.resolve() if zip_path else results_dir} to the challenge server")
+        finish_evaluation(folder, written, {
+            "task": "vos", "dataset": "youtube_vos", "ckpt": str(cfg.ckpt) if cfg.ckpt else None,
+            "predictions": str(results_dir.resolve()), "data_root": str(root.resolve()), "split": split,
+            "videos": len(videos), "ground_truth": str(gt_dir.resolve()) if gt_dir else None,
+            "submission_zip": str(zip_path.resolve()) if zip_path else None, "not_scored": skipped,
+            "files": {k: str(v) for k, v in files.items()},
+        })
     print(f"\nmasks:   {results_dir.resolve()}")
     if zip_path is not None:
         print(f"zip:     {zip_path.resolve()}")
@@ -290,48 +330,59 @@ def predict_vos(cfg: DictConfig) -> dict:
     if cfg.get("mask") is None:
         raise DataError("task=vos needs the first frame's objects: add mask=<indexed PNG of the first frame, "
                         "pixel value = object id, 0 = background> (or a folder of per-frame PNGs)")
-    from vidseg.data.video import OverlayVideoWriter, read_video_frames, video_fps
+    from vidseg.data.video import OverlayVideoWriter, frame_names, read_video_frames, video_fps
 
     input_path, output, mask_arg = Path(cfg.input), Path(cfg.output), Path(cfg.mask)
+    inputs = {"input": input_path, "mask": mask_arg, "ckpt": cfg.ckpt}
     frames = iter(read_video_frames(input_path))
+    names = frame_names(input_path)  # the input's frame names (None: a video file, numbered 00000...)
     given = mask_paths_by_frame(mask_arg, input_path)
     first_frame = next(frames, None)
     if first_frame is None:
         raise DataError(f"{input_path}: no frames to segment (the video or folder is empty)")
     masks = _GivenMasks(given, first_frame.shape[:2], input_path)
     masks[min(given)]  # check the first mask (size, objects) before loading the model
+    check_apart(output, inputs, whole_folder=("input", "mask"))  # and where the outputs go
     predictor = _load_predictor(cfg)
     fps = cfg.fps or video_fps(input_path)
 
     masks_dir, overlay_path = output / "masks", output / "overlay.mp4"
-    count, object_ids, added = 0, (), {}
-    with staged_outputs(output) as staging:
-        with contextlib.ExitStack() as stack:
-            writer = (stack.enter_context(OverlayVideoWriter(staging / overlay_path.name, fps=fps))
-                      if cfg.overlay else None)
-            bar = stack.enter_context(progress_bar(frame_count_hint(input_path), "predict"))
-            all_frames = _FramesWithCurrent(first_frame, frames)
-            for index, ids, mask in predictor.track(all_frames, masks=masks):
-                write_mask(staging / "masks" / f"{index:05d}.png", mask)
-                if writer is not None:
-                    writer.write(all_frames.current, mask)
-                for obj in ids[len(object_ids):]:
-                    added[obj] = index
-                    if index > min(given):
-                        bar.write(f"frame {index}: object {obj} added")
-                count, object_ids = index + 1, ids
-                bar.update(1)
-        # Done: move the finished outputs over the previous run's (never a half-written folder or video).
-        (output / "prediction.json").unlink(missing_ok=True)
-        move_into_place(staging / "masks", masks_dir)
-        if cfg.overlay:
-            move_into_place(staging / overlay_path.name, overlay_path)
+    written = [masks_dir.name, *((overlay_path.name,) if cfg.overlay else ())]
+    count, object_ids, added, frame_list = 0, (), {}, []
+    with open_output_folder(output, key="predict", overwrite=overwrite_option(cfg), inputs=inputs,
+                            whole_folder=("input", "mask")) as folder:
+        folder.claim([*written, "prediction.json"])  # refused here if a name is not vidseg's
+        with folder.staging() as staging:
+            with contextlib.ExitStack() as stack:
+                writer = (stack.enter_context(OverlayVideoWriter(staging / overlay_path.name, fps=fps))
+                          if cfg.overlay else None)
+                bar = stack.enter_context(progress_bar(frame_count_hint(input_path), "predict"))
+                all_frames = _FramesWithCurrent(first_frame, frames)
+                for index, ids, mask in predictor.track(all_frames, masks=masks):
+                    frame_list.append(names[index] if names is not None else f"{index:05d}")
+                    write_mask(checked_join(staging, masks_dir.name, f"{frame_list[-1]}.png", source=input_path,
+                                            what="frame name"), mask)
+                    if writer is not None:
+                        writer.write(all_frames.current, mask)
+                    for obj in ids[len(object_ids):]:
+                        added[obj] = index
+                        if index > min(given):
+                            bar.write(f"frame {index}: object {obj} added")
+                    count, object_ids = index + 1, ids
+                    bar.update(1)
+            # Done: move the finished outputs over the previous run's (never a half-written folder or video);
+            # prediction.json, the sign of a complete run, goes first and comes back last.
+            (output / "prediction.json").unlink(missing_ok=True)
+            folder.publish(staging, written)
+        folder.retire([*written, "prediction.json"])  # e.g. the overlay of an earlier run, now overlay=false
 
-    summary = {"frames": count, "object_ids": list(object_ids),
-               "object_first_frames": {str(k): v for k, v in added.items()},
-               "masks": str(masks_dir.resolve()), "overlay": str(overlay_path.resolve()) if cfg.overlay else None,
-               "ckpt": str(cfg.ckpt), "input": str(input_path.resolve()), "mask": str(mask_arg.resolve())}
-    write_json_atomic(output / "prediction.json", summary)
+        summary = {"frames": count, "object_ids": list(object_ids),
+                   "object_first_frames": {str(k): v for k, v in added.items()},
+                   "masks": str(masks_dir.resolve()), "overlay": str(overlay_path.resolve()) if cfg.overlay else None,
+                   "ckpt": str(cfg.ckpt), "input": str(input_path.resolve()), "mask": str(mask_arg.resolve()),
+                   "frame_names": frame_list, "files": written}
+        write_json_atomic(output / "prediction.json", summary)
+        folder.record(["prediction.json"])
     print(f"segmented {summary['frames']} frames, objects {summary['object_ids']}")
     print(f"masks:   {summary['masks']}")
     if summary["overlay"]:

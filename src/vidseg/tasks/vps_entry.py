@@ -15,10 +15,16 @@ scored (any method's). Scores follow the dataset's protocol (:mod:`vidseg.metric
 ``vpq-<k>.txt``, ``vpq-final.txt``, ``results-<split>.json`` and ``evaluation.json`` into ``output_dir``
 and prints a table.
 
-Prediction writes, per frame, ``<output>/panoptic/<frame:05d>.png`` (COCO-panoptic RGB, id = R + 256 G +
-256^2 B) and ``<output>/segments/<frame:05d>.json`` (its segments: id, category id and name, isthing,
+Prediction writes, per frame, ``<output>/panoptic/<frame>.png`` (COCO-panoptic RGB, id = R + 256 G +
+256^2 B) and ``<output>/segments/<frame>.json`` (its segments: id, category id and name, isthing,
 track id, score, area), and ``<output>/overlay.mp4`` (H.264) where each track keeps its colour and stuff
-classes have their category colours. Frames are decoded and segmented one at a time (constant memory).
+classes have their category colours. ``<frame>`` is the input frame's own name for a frame folder
+(``shot_10.jpg`` -> ``shot_10.png``) and the index for a video file (``00000``...); ``prediction.json``
+(written last) lists them in order. Frames are decoded and segmented one at a time (constant memory).
+
+Both commands write into their output folder through :mod:`vidseg.utils.outputs`: they replace only what
+vidseg wrote there (``overwrite=true`` for another method's submission or eval_vpq.py's files), never write
+over their inputs, remove their own stale outputs, and lock the folder while they write.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from omegaconf import DictConfig
 
 from vidseg.constants import PANOPTIC_LABEL_DIVISOR, PANOPTIC_VOID_ID
 from vidseg.data.io import write_json_atomic
+from vidseg.data.names import checked_join
 from vidseg.data.panoptic import read_json, write_panoptic_png
-from vidseg.data.video import VideoWriter, overlay, read_video_frames, video_fps
+from vidseg.data.video import VideoWriter, frame_names, overlay, read_video_frames, video_fps
 from vidseg.data.vps_common import video_index_ranges
 from vidseg.data.vps_layout import VPSLayout, layout_of_datamodule
 from vidseg.errors import DataError
@@ -44,7 +51,15 @@ from vidseg.inference.checkpoint import checkpoint_fingerprint
 from vidseg.metrics.vpq import PROTOCOLS
 from vidseg.metrics.vps_eval import evaluate_submission, format_vps_table, load_ground_truth, write_vps_results
 from vidseg.utils.device import resolve_device
-from vidseg.utils.outputs import frame_count_hint, move_into_place, progress_bar, staged_outputs
+from vidseg.utils.outputs import (
+    check_apart,
+    finish_evaluation,
+    frame_count_hint,
+    open_evaluation_folder,
+    open_output_folder,
+    overwrite_option,
+    progress_bar,
+)
 
 
 def dataset_layout(data_cfg: DictConfig) -> VPSLayout:
@@ -98,11 +113,12 @@ def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
     bar = progress_bar(len(dataset), "predict")
     for number, indices in enumerate(clips, start=1):
         video = videos[indices[0]]
-        record_path = clip_dir / f"{video}.json"
+        record_path = checked_join(clip_dir, f"{video}.json", source="the frames JSON", what="video id")
         if record_path.is_file():
             record = read_json(record_path, what="clip record")
             if record.get("fingerprint") == fingerprint and all(
-                    (pan_dir / f"{pid}.png").is_file() for pid in record["frames"]):
+                    checked_join(pan_dir, f"{pid}.png", source=record_path, what="image id").is_file()
+                    for pid in record["frames"]):
                 segments.update(record["frames"])
                 bar.write(f"[{number}/{len(clips)}] clip {video}: already predicted with this checkpoint, kept")
                 bar.update(len(indices))
@@ -116,13 +132,22 @@ def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
             bar.update(1)
             if item["annotated"]:
                 pid = str(item["panoptic_image_id"])
-                write_panoptic_png(pan_dir / f"{pid}.png", result.panoptic)
+                write_panoptic_png(checked_join(pan_dir, f"{pid}.png", source="the frames JSON", what="image id"),
+                                   result.panoptic)
                 frames[pid] = submission_segments(result.segments, to_json)
         write_json_atomic(record_path, {"video": video, "fingerprint": fingerprint, "frames": frames})
         segments.update(frames)
         bar.write(f"[{number}/{len(clips)}] clip {video}: {len(indices)} frames, {len(frames)} annotated")
     bar.close()
     return segments
+
+
+def vps_result_file_names(protocol, split: str) -> list[str]:
+    """The files :func:`vidseg.metrics.vps_eval.write_vps_results` writes (claimed before scoring)."""
+    from vidseg.data.names import check_name
+
+    split = check_name(split, source="data.split", what="split")
+    return [*(f"vpq-{k}.txt" for k, _ in protocol.windows), "vpq-final.txt", f"results-{split}.json"]
 
 
 def evaluate_vps(cfg: DictConfig):
@@ -134,36 +159,46 @@ def evaluate_vps(cfg: DictConfig):
     root, split = Path(cfg.data.root), str(cfg.data.split)
     output_dir = Path(cfg.output_dir)
     ground_truth = load_ground_truth(layout, root, split)
-    if cfg.get("predictions") is not None:
-        submission = Path(cfg.predictions)
-    else:
-        from vidseg.inference.vps import VPSPredictor
+    protocol = PROTOCOLS[layout.name]
+    with open_evaluation_folder(cfg, split) as folder:
+        # Claimed before any work: refused at once if one of these is not vidseg's (another method's submission,
+        # eval_vpq.py's vpq-*.txt) or is an input. Scoring a submission in place (output_dir=predictions) writes
+        # only the result files.
+        predicting = cfg.get("predictions") is None
+        folder.claim([*vps_result_file_names(protocol, split), *(["pred.json"] if predicting else [])],
+                     fresh=["pan_pred", "clips"] if predicting else [])
+        if not predicting:
+            submission = Path(cfg.predictions)
+        else:
+            from vidseg.inference.vps import VPSPredictor
 
-        ckpt = Path(cfg.ckpt)
-        predictor = VPSPredictor.from_checkpoint(ckpt, device=resolve_device(cfg.device),
-                                                 precision=str(cfg.precision))
-        datamodule = instantiate(cfg.data)
-        datamodule.setup("validate")
-        dataset = datamodule.val_dataset
-        gt_json = read_json(ground_truth.json_path, what=f"{layout.name} panoptic GT JSON")
-        to_json = json_category_ids(gt_json["categories"], predictor.categories, str(ground_truth.json_path))
-        submission = output_dir
-        segments = predict_clips(predictor, dataset, submission, fingerprint=checkpoint_fingerprint(ckpt),
-                                 to_json=to_json)
-        missing = [pid for pid in ground_truth.image_ids if pid not in segments]
-        if missing:
-            raise DataError(f"{ground_truth.json_path}: {len(missing)} annotated images (e.g. {missing[0]!r}) are not "
-                            f"among the frames of {layout.frames_json(root, split)}; the two JSON files disagree")
-        write_json_atomic(submission / "pred.json", {"annotations": [
-            {"image_id": pid, "file_name": f"{pid}.png", "segments_info": segments[pid]}
-            for pid in ground_truth.image_ids]})
-    results = evaluate_submission(ground_truth, submission, PROTOCOLS[layout.name], workers=cfg.get("workers"))
-    paths = write_vps_results(results, output_dir, split)
-    write_json_atomic(output_dir / "evaluation.json", {
-        "task": "vps", "dataset": layout.name, "ckpt": str(cfg.ckpt) if cfg.get("ckpt") else None,
-        "predictions": str(submission.resolve()), "data_root": str(root.resolve()), "split": split,
-        "files": {k: str(v) for k, v in paths.items()},
-    })
+            ckpt = Path(cfg.ckpt)
+            predictor = VPSPredictor.from_checkpoint(ckpt, device=resolve_device(cfg.device),
+                                                     precision=str(cfg.precision))
+            datamodule = instantiate(cfg.data)
+            datamodule.setup("validate")
+            dataset = datamodule.val_dataset
+            gt_json = read_json(ground_truth.json_path, what=f"{layout.name} panoptic GT JSON")
+            to_json = json_category_ids(gt_json["categories"], predictor.categories, str(ground_truth.json_path))
+            submission = output_dir
+            segments = predict_clips(predictor, dataset, submission, fingerprint=checkpoint_fingerprint(ckpt),
+                                     to_json=to_json)
+            missing = [pid for pid in ground_truth.image_ids if pid not in segments]
+            if missing:
+                raise DataError(f"{ground_truth.json_path}: {len(missing)} annotated images (e.g. {missing[0]!r}) are "
+                                f"not among the frames of {layout.frames_json(root, split)}; the two JSON files "
+                                "disagree")
+            write_json_atomic(submission / "pred.json", {"annotations": [
+                {"image_id": pid, "file_name": f"{pid}.png", "segments_info": segments[pid]}
+                for pid in ground_truth.image_ids]})
+        written = ["pan_pred", "clips", "pred.json"] if predicting else []
+        results = evaluate_submission(ground_truth, submission, protocol, workers=cfg.get("workers"))
+        paths = write_vps_results(results, output_dir, split)
+        finish_evaluation(folder, [*written, *paths.values()], {
+            "task": "vps", "dataset": layout.name, "ckpt": str(cfg.ckpt) if cfg.get("ckpt") else None,
+            "predictions": str(submission.resolve()), "data_root": str(root.resolve()), "split": split,
+            "files": {k: str(v) for k, v in paths.items()},
+        })
     print(format_vps_table(results))
     print(f"\nsubmission: {submission.resolve()}")
     for path in paths.values():
@@ -209,40 +244,55 @@ def predict_vps(cfg: DictConfig) -> dict:
     from vidseg.inference.vps import VPSPredictor
 
     input_path, output = Path(cfg.input), Path(cfg.output)
+    inputs = {"input": input_path, "ckpt": cfg.ckpt}
+    check_apart(output, inputs, whole_folder=("input",))  # before any work: refused in a blink
     predictor = VPSPredictor.from_checkpoint(cfg.ckpt, device=resolve_device(cfg.device),
                                              precision=str(cfg.precision))
     names = {int(c["id"]): c.get("name") for c in predictor.categories}
     frames = read_video_frames(input_path)
+    frame_name_list = frame_names(input_path)  # the input's frame names (None: a video file, numbered 00000...)
     fps = cfg.fps or video_fps(input_path)
     panoptic_dir, segments_dir, overlay_path = output / "panoptic", output / "segments", output / "overlay.mp4"
+    written = [panoptic_dir.name, segments_dir.name, *((overlay_path.name,) if cfg.overlay else ())]
     session = predictor.start()
     tracks: set[int] = set()
-    # Outputs are built in a staging folder and moved over the previous run's only when every frame is done.
-    with staged_outputs(output) as staging, contextlib.ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(staging / overlay_path.name, fps=fps)) if cfg.overlay else None
-        bar = stack.enter_context(progress_bar(frame_count_hint(input_path), "predict"))
-        for frame in frames:
-            index, panoptic, segments = session.step(frame)
-            write_panoptic_png(staging / panoptic_dir.name / f"{index:05d}.png", panoptic)
-            write_json_atomic(staging / segments_dir.name / f"{index:05d}.json", {"frame": index, "segments_info": [
-                {"id": s["id"], "category_id": s["category_id"], "category": names.get(s["category_id"]),
-                 "isthing": bool(s["isthing"]), "track_id": s["track_id"], "score": s["score"], "area": s["area"]}
-                for s in segments]})
-            tracks.update(s["track_id"] for s in segments if s["isthing"])
-            if writer is not None:
-                writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
-            bar.update(1)
-        if session.frame_index == 0:
-            raise DataError(f"{input_path}: no frames to segment (the video or folder is empty)")
-        stack.close()  # finish the overlay video before it is moved
-        (output / "prediction.json").unlink(missing_ok=True)
-        for name in (panoptic_dir.name, segments_dir.name, *((overlay_path.name,) if cfg.overlay else ())):
-            move_into_place(staging / name, output / name)
-    summary = {"frames": session.frame_index, "tracks": sorted(tracks), "panoptic": str(panoptic_dir.resolve()),
-               "segments": str(segments_dir.resolve()),
-               "overlay": str(overlay_path.resolve()) if cfg.overlay else None, "ckpt": str(cfg.ckpt),
-               "input": str(input_path.resolve())}
-    write_json_atomic(output / "prediction.json", summary)
+    frame_list: list[str] = []
+    with open_output_folder(output, key="predict", overwrite=overwrite_option(cfg), inputs=inputs,
+                            whole_folder=("input",)) as folder:
+        folder.claim([*written, "prediction.json"])  # refused here if a name is not vidseg's
+        # Outputs are built in a staging folder and moved over the previous run's only when every frame is done.
+        with folder.staging() as staging, contextlib.ExitStack() as stack:
+            writer = stack.enter_context(VideoWriter(staging / overlay_path.name, fps=fps)) if cfg.overlay else None
+            bar = stack.enter_context(progress_bar(frame_count_hint(input_path), "predict"))
+            for frame in frames:
+                index, panoptic, segments = session.step(frame)
+                name = frame_name_list[index] if frame_name_list is not None else f"{index:05d}"
+                frame_list.append(name)
+                write_panoptic_png(checked_join(staging, panoptic_dir.name, f"{name}.png", source=input_path,
+                                                what="frame name"), panoptic)
+                write_json_atomic(checked_join(staging, segments_dir.name, f"{name}.json", source=input_path,
+                                               what="frame name"), {
+                    "frame": index, "name": name, "segments_info": [
+                        {"id": s["id"], "category_id": s["category_id"], "category": names.get(s["category_id"]),
+                         "isthing": bool(s["isthing"]), "track_id": s["track_id"], "score": s["score"],
+                         "area": s["area"]} for s in segments]})
+                tracks.update(s["track_id"] for s in segments if s["isthing"])
+                if writer is not None:
+                    writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
+                bar.update(1)
+            if session.frame_index == 0:
+                raise DataError(f"{input_path}: no frames to segment (the video or folder is empty)")
+            stack.close()  # finish the overlay video before it is moved
+            # prediction.json, the sign of a complete run, goes first and comes back last.
+            (output / "prediction.json").unlink(missing_ok=True)
+            folder.publish(staging, written)
+        folder.retire([*written, "prediction.json"])  # e.g. the overlay of an earlier run, now overlay=false
+        summary = {"frames": session.frame_index, "tracks": sorted(tracks), "panoptic": str(panoptic_dir.resolve()),
+                   "segments": str(segments_dir.resolve()),
+                   "overlay": str(overlay_path.resolve()) if cfg.overlay else None, "ckpt": str(cfg.ckpt),
+                   "input": str(input_path.resolve()), "frame_names": frame_list, "files": written}
+        write_json_atomic(output / "prediction.json", summary)
+        folder.record(["prediction.json"])
     print(f"segmented {summary['frames']} frames, {len(tracks)} tracks")
     print(f"panoptic PNGs: {summary['panoptic']}")
     print(f"segments JSON: {summary['segments']}")

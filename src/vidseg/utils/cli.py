@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TypeVar
+
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from vidseg.errors import DataError, TrainingStopped
 
@@ -18,12 +22,59 @@ T = TypeVar("T")
 # would only bury them; anything else is a bug in vidseg and keeps its traceback.
 USER_ERRORS = (DataError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
+# A config value the user left out (``ckpt: ???``) or an interpolation that does not resolve, met while the
+# work reads the config. vidseg.utils.config_check reports them first; these are what it cannot foresee.
+CONFIG_ERRORS = (MissingMandatoryValue, InterpolationResolutionError)
 
-def run_cli(work: Callable[[], T]) -> T:
+# OSErrors that say something about a path the user gave (permissions, a full disk, a link loop), not about
+# vidseg: one line when their file is one of the command line's paths or inside one of them.
+_USER_PATH_ERRNOS = {  # errno -> the fix (the message already says what happened: the OS's own words)
+    errno.EACCES: "make it readable/writable for you, or give another path",
+    errno.EPERM: "the file or folder is protected (immutable, or another user's): give another path",
+    errno.EROFS: "give a path on a writable disk",
+    errno.ENOSPC: "free some space, or give a path on another disk",
+    errno.EDQUOT: "free some space, or give a path on another disk",
+    errno.ELOOP: "a symbolic link there points back to itself: fix the link or give another path",
+    errno.ENAMETOOLONG: "give a shorter path",
+}
+
+
+def _is_inside(path: str | os.PathLike, roots: Iterable[Path]) -> bool:
+    candidate = Path(os.path.abspath(path))
+    return any(candidate == root or root in candidate.parents for root in roots)
+
+
+def _user_path_error(err: OSError, user_paths: Iterable[str | os.PathLike]) -> str | None:
+    """One line for an OSError on a path the user gave (or inside one); None for anything else."""
+    fix = _USER_PATH_ERRNOS.get(err.errno)
+    if fix is not None and err.errno in (errno.ENOSPC, errno.EDQUOT) and not err.filename:
+        # a full disk is never a vidseg bug; a write on an open file does not say which file it was
+        return f"{err.strerror or 'no space left on the device'} while writing; {fix}"
+    if fix is None or not err.filename or not isinstance(err.filename, (str, os.PathLike)):
+        return None
+    roots = [Path(os.path.abspath(p)) for p in user_paths]
+    if not _is_inside(err.filename, roots):
+        return None
+    return f"{err.filename}: {err.strerror or type(err).__name__}; {fix}"
+
+
+def _print_error(message: str) -> None:
+    message = " ".join(str(message).split())  # one line, whatever the message's formatting
+    print(f"vidseg: error: {message}", file=sys.stderr)
+
+
+def _debug() -> bool:
+    return os.environ.get("VIDSEG_DEBUG", "") not in ("", "0")
+
+
+def run_cli(work: Callable[[], T], *, user_paths: Callable[[], Iterable[str | os.PathLike]] | None = None) -> T:
     """Run ``work``; a user error prints ``vidseg: error: <message>`` on stderr and exits with status 2.
 
-    ``VIDSEG_DEBUG=1`` in the environment keeps the traceback of user errors too. The cyclic garbage
-    collector is switched on here, for entry points that keep it off while they start.
+    User errors: :data:`USER_ERRORS`, a config value left out or not resolvable (:data:`CONFIG_ERRORS`), and an
+    OSError such as a permission error on a path the user gave (``user_paths()``: the command line's paths,
+    e.g. :func:`vidseg.utils.config_check.user_paths`). ``VIDSEG_DEBUG=1`` in the environment keeps the
+    traceback of user errors too. The cyclic garbage collector is switched on here, for entry points that
+    keep it off while they start.
     """
     gc.enable()
     try:
@@ -32,11 +83,31 @@ def run_cli(work: Callable[[], T]) -> T:
         print(f"vidseg: {stop}", file=sys.stderr)
         raise SystemExit(128 + stop.signal_number) from None
     except USER_ERRORS as err:
-        if os.environ.get("VIDSEG_DEBUG", "") not in ("", "0"):
+        if _debug():
             raise
-        message = " ".join(str(err).split())  # one line, whatever the message's formatting
-        print(f"vidseg: error: {message}", file=sys.stderr)
+        _print_error(str(err))
         raise SystemExit(2) from None
+    except CONFIG_ERRORS as err:
+        if _debug():
+            raise
+        key = getattr(err, "full_key", "") or "a config value"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        _print_error(f"{key}: {first}; give {key}=<value> on the command line (python -m vidseg.<command> --help "
+                     "lists the options)")
+        raise SystemExit(2) from None
+    except OSError as err:
+        message = _user_path_error(err, user_paths() if user_paths is not None else ())
+        if message is None or _debug():
+            raise
+        _print_error(message)
+        raise SystemExit(2) from None
+
+
+def print_usage_on_help(argv: Sequence[str], usage: str) -> None:
+    """``--help``/``-h``: print the command's own usage (the options that matter, an example) before Hydra's
+    full help, which follows as ``@hydra.main`` prints it."""
+    if "--help" in argv or "-h" in argv:
+        print(usage.strip("\n") + "\n\n" + "-" * 100 + "\nEvery config value (Hydra's help):\n", flush=True)
 
 
 def exit_now(status: int = 0) -> None:
