@@ -55,7 +55,7 @@ bench: install
 	$(PY) -m bench.vpsnet_fps --out bench/results
 	$(PY) -m bench.jf_speed --out bench/results
 
-## The prepared GPU run (bench/gpu_check.sh: checks, ops, FEELVOS, VPSNet, training; <= 7 min on an H200),
+## The prepared GPU run (bench/gpu_check.sh: checks, ops, sweep, FEELVOS, compile, VPSNet; about 340 s on an H200),
 ## results in GPU_CHECK_OUT (default outputs/gpu-check). On CPU: make gpu-check GPU_CHECK_ARGS=--smoke
 gpu-check:
 	bash bench/gpu_check.sh $(or $(GPU_CHECK_OUT),outputs/gpu-check) $(GPU_CHECK_ARGS)

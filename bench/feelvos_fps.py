@@ -13,9 +13,18 @@ local matching) and changes nothing else. Random weights: the speed of a network
 training. The paper reports 0.51 s/frame (DAVIS 2017, GPU). On a GPU:
 
     python -m bench.feelvos_fps --device cuda --precision 32,bf16-mixed --frames 12 [--compile both]
+    python -m bench.feelvos_fps --device cuda --precision bf16-mixed --paths base,fast --backbones resnet101
 
-``--compile on`` wraps the feature extractor, embedding head and segmentation head in torch.compile (the
-matching custom ops stay opaque calls); compilation happens in the two warm-up frames, which are not timed.
+``--paths``: "base" is ``VOSPredictor(...)`` as trained (autocast per frame for a mixed precision, fp32
+matching); "fast" is ``VOSPredictor(..., fast=True, pipelined=True)``: BatchNorm folded, channels_last, weights
+cast once, matching in the network's precision, cudnn.benchmark, the mask copied back one frame late (see
+VOSPredictor). The naive-ops baseline runs on the base path only; a fast row's speed-up is against it.
+``--compile on`` wraps, on the base path, the feature extractor, embedding head and segmentation head in
+torch.compile (the matching custom ops stay opaque calls); on the fast path it compiles the whole per-frame step
+(``VOSPredictor(compile=True)``: one graph, CUDA graphs with ``mode="reduce-overhead"`` under inductor).
+Compilation happens in the warm-up frames, which are not timed.
+On CUDA each row also counts host synchronisations per frame (``torch.cuda.set_sync_debug_mode("warn")`` on a
+separate, untimed pass; the event wait for the pipelined mask copy is not one of them); "n/a" on CPU.
 Writes feelvos-fps-<cpu|gpu>[-quick].md and .json under --out.
 """
 
@@ -27,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/ops.py
@@ -71,7 +81,11 @@ def naive_local(query, previous, prev_labels, num_objects, max_distance=15, dila
 
 
 def time_video(predictor: VOSPredictor, frames: list[np.ndarray], first_mask: np.ndarray, device: str):
-    """Seconds per frame over frames 2.. of ``predictor.track`` (frame 0 embeds the reference, 1 warms up)."""
+    """Seconds per frame over frames 2.. of ``predictor.track`` (frame 0 embeds the reference, 1 warms up).
+
+    A pipelined predictor yields frame 1 after frame 2 is queued; the clock starts after a synchronisation,
+    so frame 2 is done by then and the timed frames are 3..
+    """
     start = 0.0
     for index, _, _ in predictor.track(frames, first_mask):
         if index == 1:  # warm-up done
@@ -80,7 +94,35 @@ def time_video(predictor: VOSPredictor, frames: list[np.ndarray], first_mask: np
             start = time.perf_counter()
     if device == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / (len(frames) - 2)
+    timed = len(frames) - 2 - (1 if getattr(predictor, "pipelined", False) else 0)
+    if timed < 1:
+        raise ValueError(f"{len(frames)} frames leave none to time; give at least {len(frames) - timed + 1}")
+    return (time.perf_counter() - start) / timed
+
+
+def syncs_per_frame(predictor: VOSPredictor, frames: list[np.ndarray], first_mask: np.ndarray,
+                    device: str) -> float | None:
+    """Host synchronisations per frame over frames 2.. (CUDA's sync debug mode, one warning each); None on CPU.
+
+    Counts what CUDA reports as synchronising (``.item()``, ``.cpu()``, pageable copies, ``nonzero``, ...);
+    ``torch.cuda.Event.synchronize`` (the pipelined mask's wait) is not reported.
+    """
+    if device != "cuda":
+        return None
+    count, start_count = 0, None
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for index, _, _ in predictor.track(frames, first_mask):
+                if index == 1:
+                    start_count = sum("synchroniz" in str(w.message) for w in caught)
+            count = sum("synchroniz" in str(w.message) for w in caught)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    counted = len(frames) - 2 - (1 if getattr(predictor, "pipelined", False) else 0)  # as time_video
+    return (count - (start_count or 0)) / max(1, counted)
 
 
 def compile_network(predictor: VOSPredictor, backend: str) -> None:
@@ -105,12 +147,15 @@ def write_results(args: argparse.Namespace, argv: list[str] | None, rows: list[d
              f"Machine: {info.get('gpu', info['cpu'])}, {info['cpu_count']} cores, torch {info['torch']}"
              f"{', triton ' + info['triton'] if 'triton' in info else ''}, {info['date']}. Command: `{command}`.",
              "",
-             "| backbone | precision | torch.compile | vidseg s/frame | vidseg fps | naive ops s/frame | speed-up |",
-             "|---|---|---|---|---|---|---|"]
+             "| backbone | precision | path | torch.compile | vidseg s/frame | vidseg fps | naive ops s/frame | "
+             "speed-up | host syncs/frame |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['backbone']} | {r['precision']} | {r['compile'] or 'no'} | "
+        syncs = r.get("syncs_per_frame")
+        lines.append(f"| {r['backbone']} | {r['precision']} | {r.get('path', 'base')} | {r['compile'] or 'no'} | "
                      f"{cell(r['vidseg_s_per_frame'])} | {cell(r['vidseg_fps'], 2)} | {cell(r['naive_s_per_frame'])} | "
-                     f"{cell(r['speedup'], 2) + 'x' if r['speedup'] else ''} |")
+                     f"{cell(r['speedup'], 2) + 'x' if r['speedup'] else ''} | "
+                     f"{'n/a' if syncs is None else f'{syncs:.2f}'} |")
     lines += ["", "Paper (FEELVOS, GPU): 0.51 s/frame on DAVIS 2017."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backbones", default="resnet101,mobilenet_v3_large")
     parser.add_argument("--methods", default="vidseg,naive", help="vidseg and/or naive (comma-separated)")
+    parser.add_argument("--paths", default="base", help="base and/or fast (comma-separated): the predictor as "
+                        "trained, or with fast=True, pipelined=True (naive ops run on the base path only)")
+    parser.add_argument("--no-syncs", action="store_true", help="skip the host-sync count (CUDA)")
     parser.add_argument("--compile", default="off", choices=("off", "on", "both"),
                         help="torch.compile the network (compile time is excluded: it happens in the warm-up frames)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager for a quick "
@@ -155,33 +203,49 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = save_random_checkpoint(net, workdir / f"{backbone}.ckpt")
         for precision in args.precision.split(","):
             for compiled in compiles:
-                predictor = VOSPredictor.from_checkpoint(ckpt, device=args.device, precision=precision)
-                if compiled:
-                    compile_network(predictor, args.compile_backend)
-                stride = predictor.model.output_stride
-                seconds = {}
-                for method in methods:
-                    saved = feelvos_model.global_matching, feelvos_model.local_matching
-                    if method == "naive":
-                        feelvos_model.global_matching, feelvos_model.local_matching = naive_global, naive_local
-                    try:
-                        seconds[method] = time_video(predictor, frames, first_mask, args.device)
-                    finally:
-                        feelvos_model.global_matching, feelvos_model.local_matching = saved
-                    tag = f"{backbone} {precision} {'compiled' if compiled else 'eager'}"
-                    print(f"{tag:42s} {method:7s} {seconds[method]:.4f} s/frame  {1 / seconds[method]:.2f} fps",
-                          flush=True)
-                vidseg, naive = seconds.get("vidseg"), seconds.get("naive")
-                rows.append({"backbone": backbone, "size": f"{height}x{width}", "objects": 3, "precision": precision,
-                             "compile": args.compile_backend if compiled else None, "output_stride": stride,
-                             "timed_frames": args.frames - 2,
-                             "vidseg_s_per_frame": vidseg, "naive_s_per_frame": naive,
-                             "vidseg_fps": 1 / vidseg if vidseg else None,
-                             "speedup": naive / vidseg if vidseg and naive else None})
-                write_results(args, argv, rows, height, width)  # after every row: a stopped run keeps its rows
-                del predictor
-                if args.device == "cuda":
-                    torch.cuda.empty_cache()
+                naive_seconds = None
+                for path in args.paths.split(","):
+                    if path not in ("base", "fast"):
+                        raise SystemExit(f"--paths: unknown path {path!r}; use base and/or fast")
+                    options = {}
+                    if path == "fast":
+                        options = {"fast": True, "pipelined": True}
+                        if compiled:
+                            options.update(compile=True, compile_backend=args.compile_backend)
+                    predictor = VOSPredictor.from_checkpoint(ckpt, device=args.device, precision=precision, **options)
+                    if compiled and path == "base":
+                        compile_network(predictor, args.compile_backend)
+                    stride = predictor.model.output_stride
+                    seconds = {}
+                    for method in methods if path == "base" else [m for m in methods if m == "vidseg"]:
+                        saved = feelvos_model.global_matching, feelvos_model.local_matching
+                        if method == "naive":
+                            feelvos_model.global_matching, feelvos_model.local_matching = naive_global, naive_local
+                        try:
+                            seconds[method] = time_video(predictor, frames, first_mask, args.device)
+                        finally:
+                            feelvos_model.global_matching, feelvos_model.local_matching = saved
+                        tag = f"{backbone} {precision} {path} {'compiled' if compiled else 'eager'}"
+                        print(f"{tag:47s} {method:7s} {seconds[method]:.4f} s/frame  {1 / seconds[method]:.2f} fps",
+                              flush=True)
+                    naive_seconds = seconds.get("naive", naive_seconds)
+                    vidseg = seconds.get("vidseg")
+                    syncs = None
+                    if vidseg and not args.no_syncs:
+                        syncs = syncs_per_frame(predictor, frames, first_mask, args.device)
+                    rows.append({"backbone": backbone, "size": f"{height}x{width}", "objects": 3,
+                                 "precision": precision, "path": path,
+                                 "compile": args.compile_backend if compiled else None, "output_stride": stride,
+                                 "timed_frames": args.frames - 2 - (1 if predictor.pipelined else 0),
+                                 "vidseg_s_per_frame": vidseg,
+                                 "naive_s_per_frame": naive_seconds if path == "base" else None,
+                                 "vidseg_fps": 1 / vidseg if vidseg else None,
+                                 "speedup": naive_seconds / vidseg if vidseg and naive_seconds else None,
+                                 "syncs_per_frame": syncs})
+                    write_results(args, argv, rows, height, width)  # after every row: a stopped run keeps its rows
+                    del predictor
+                    if args.device == "cuda":
+                        torch.cuda.empty_cache()
     print(write_results(args, argv, rows, height, width))
 
 

@@ -90,12 +90,14 @@ def sections(work: Path, smoke: bool, extra: dict[str, list[str]] | None = None)
         compile_backend = ["--compile-backend", "aot_eager"]
         steps = 4
     else:
-        tests = [py, "-m", "pytest", "-q", "-m", "cuda", "tests/ops", "-p", "no:cacheprovider", "-rf",
+        tests = [py, "-m", "pytest", "-q", "-m", "cuda", "tests/ops", "tests/models/test_feelvos_fast_path.py",
+                 "-p", "no:cacheprovider", "-rf",
                  f"--junitxml={work / 'junit.xml'}"]
         ops = [py, "-m", "bench.ops", "--device", "cuda", "--out", str(work), "--no-baselines",
                "--ptx", str(work / "kernels-ptx.txt")]
         feel = ["--device", "cuda", "--frames", "12", "--backbones", "resnet101"]
-        vps = [py, "-m", "bench.vpsnet_fps", "--device", "cuda", "--frames", "8", "--out", str(work)]
+        vps = [py, "-m", "bench.vpsnet_fps", "--device", "cuda", "--frames", "8",
+               "--flow-variants", "base,fast,fast-tf32", "--out", str(work)]
         compile_backend = []
         steps = TRAIN_STEPS
     ops_stem = "ops-cpu-smoke" if smoke else "ops-gpu"
@@ -103,14 +105,15 @@ def sections(work: Path, smoke: bool, extra: dict[str, list[str]] | None = None)
     vps_stem = "vpsnet-fps-cpu-quick" if smoke else "vpsnet-fps-cuda"
     feelvos = [py, "-m", "bench.feelvos_fps", *feel, "--out", str(work)]
     all_sections = [
-        Section("tests", 70, tests, {**interp, "VIDSEG_TRITON_CHECKS_JSON": str(work / "checks.json")},
+        Section("tests", 80, tests, {**interp, "VIDSEG_TRITON_CHECKS_JSON": str(work / "checks.json")},
                 ("checks.json",)),
         Section("ops", 40, ops, interp, (f"{ops_stem}.json", f"{ops_stem}.md")),
-        Section("sweep", 70, sweep, interp, (f"{ops_stem}-sweep.json", f"{ops_stem}-sweep.md")),
-        Section("feelvos", 55, [*feelvos, "--precision", "32,bf16-mixed", "--name", "feelvos-fps"], {},
+        Section("sweep", 60, sweep, interp, (f"{ops_stem}-sweep.json", f"{ops_stem}-sweep.md")),
+        Section("feelvos", 55, [*feelvos, "--precision", "32,bf16-mixed", "--paths", "base,fast",
+                                "--name", "feelvos-fps"], {},
                 ("feelvos-fps.json", "feelvos-fps.md")),
-        Section("compile", 60, [*feelvos, "--precision", "bf16-mixed", "--compile", "on", *compile_backend,
-                                "--methods", "vidseg", "--name", "feelvos-fps-compile"], {},
+        Section("compile", 60, [*feelvos, "--precision", "bf16-mixed", "--paths", "fast", "--compile", "on",
+                                *compile_backend, "--methods", "vidseg", "--name", "feelvos-fps-compile"], {},
                 ("feelvos-fps-compile.json", "feelvos-fps-compile.md")),
         Section("vpsnet", 40, vps, {}, (f"{vps_stem}.json", f"{vps_stem}.md")),
         Section("train", 60, [py, "-m", "bench.gpu_check", "--train", str(work / "train"), "--steps", str(steps),
@@ -639,7 +642,8 @@ def _vps_lines(report: dict) -> list[str]:
     lines = []
     for r in vps["sizes"]:
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["breakdown_ms"].items())
-        lines.append(f"VPSNet fusetrack {r['size'][0]}x{r['size'][1]}: {r['fps']:.2f} fps "
+        flow = f", flow {r['flow']}" if r.get("flow") else ""
+        lines.append(f"VPSNet fusetrack {r['size'][0]}x{r['size'][1]}{flow}: {r['fps']:.2f} fps "
                      f"({r['ms_per_frame']:.0f} ms: {parts})")
     return lines
 

@@ -12,10 +12,15 @@ Cases (full sizes):
 - global matching, same frames, all 25,680 reference pixels; baseline: torch.cdist per object (the
   full query x reference matrix).
 - correlation, r=4, C=256 at VPSNet P2 of a 1024x2048 image (256x512); baseline: loop over the 81
-  shifted slices.
+  shifted slices. With the median protocol (GPU, smoke) also forward+backward (its note: the ratio to the
+  forward, goal <= 3x) and the backward alone (the gather kernel on CUDA; baseline: the old backward's 81
+  shifted multiply-adds).
 - flow warping, C=256 at 256x512 (F.grid_sample; no baseline).
 On the GPU, matching and correlation also run with bf16 inputs, the raw Triton search is timed apart from
-the whole op (which adds the exact-distance pass), and ``--sweep`` times a few kernel settings.
+the whole op (which adds the exact-distance pass), and ``--sweep`` times a few kernel settings. A setting
+the device cannot run (its shared memory, estimated before launching or reported by Triton at launch, or
+a compilation error) is recorded as skipped, with what it needed, and the sweep goes on. ``--no-baselines``
+leaves out the prior implementations (the GPU check's ops section).
 
 Timing. CPU: best of N wall-clock runs (the machine is shared). GPU (and ``--smoke``): CUDA events around
 each call, median over runs after warm-up, rotating over several input sets so that the 60 MB L2 does not
@@ -38,6 +43,7 @@ import argparse
 import ctypes
 import ctypes.util
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -58,6 +64,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from vidseg.ops import correlation, flow_warp, global_matching, local_matching  # noqa: E402
 
+correlation_module = importlib.import_module("vidseg.ops.correlation")  # the package exports the op by that name
+
 IGNORE = 255
 
 
@@ -77,6 +85,29 @@ class Row:
     runs: int = 1
     kernel: dict | None = None  # registers, spills, shared memory, PTX facts of the Triton kernel (GPU)
     first_call_s: float = 0.0  # the first call alone: Triton JIT (or autotuning) included (GPU, --smoke)
+    skipped: bool = False  # a setting the device could not run: time_s is NaN, the note says what it needed
+
+
+def skipped_note(error: Exception) -> str:
+    """What a setting needed, for a row that records it as skipped: "skipped: shared 327680 > 232448 B
+    (...)" for an OutOfResources, else the error's first line."""
+    required, limit = getattr(error, "required", None), getattr(error, "limit", None)
+    if required is not None and limit is not None:
+        what = str(getattr(error, "name", "resource")).replace("shared memory", "shared")
+        how = ("estimated before launching" if getattr(error, "estimated", False) else "reported by Triton at launch")
+        return f"skipped: {what} {required} > {limit} B ({how})"
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"skipped: {type(error).__name__}: {first[:200]}"
+
+
+def skippable_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "this kernel setting cannot run on this device" (Triton's, when it is installed)."""
+    try:
+        from triton.compiler.errors import CompilationError
+        from triton.runtime.errors import OutOfResources
+    except ImportError:
+        return ()
+    return (OutOfResources, CompilationError)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,9 +291,12 @@ def kernel_report(name: str) -> dict | None:
     except ImportError:
         return None
     handle = tk.LAST_COMPILED.get(name)
+    setting = tk.LAST_CONFIG.get(name) or {}
     if handle is None:
-        return None
-    report = {}
+        # the interpreter compiles nothing: the setting and the estimate are all there is
+        return {"shared_estimate": setting.get("shared_estimate"), "num_stages": setting.get("num_stages")} \
+            if setting else None
+    report = {"shared_estimate": setting.get("shared_estimate"), "num_stages": setting.get("num_stages")}
     for key in ("n_regs", "n_spills"):
         report[key] = getattr(handle, key, None)
     metadata = getattr(handle, "metadata", None)
@@ -356,17 +390,19 @@ def cdist_global(query, reference, labels, num_objects):
 
 
 # ---------------------------------------------------------------------------------------------------
-# kernel settings tried by --sweep (defaults first); each list is small: one compile costs ~1 s on the GPU
+# kernel settings tried by --sweep (defaults first); each list is small: one compile costs 1-3 s on the GPU,
+# and the GPU check's sweep section has 70 s for all of them (24 rows)
 
 SWEEP = {
-    "global": [{}, {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8}, {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8,
-               "num_stages": 2}, {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3},
-               {"BLOCK_K": 64}],
-    "local_tc": [{}, {"ROWS": 1, "num_warps": 4}, {"BX": 32, "ROWS": 2, "RN": 64, "num_warps": 4},
-                 {"BX": 32, "ROWS": 4, "RN": 64, "num_warps": 8}, {"BX": 128, "ROWS": 1, "RN": 256, "num_warps": 8},
-                 {"BLOCK_K": 64}],
-    "correlation": [{}, {"BX": 32, "BLOCK_K": 64}, {"BX": 64, "BLOCK_K": 64, "num_warps": 8},
-                    {"BX": 16, "BLOCK_K": 64, "num_warps": 2}],
+    # RUNNING_MIN False: the per-tile min-with-index of the 2026-12-04 kernel; 128x128 at 2 stages needs
+    # 262,144 B in fp32 (skipped before launching on an H200), 98,304 B in bf16
+    "global": [{}, {"RUNNING_MIN": False}, {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8},
+               {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2}],
+    # the defaults are the 2026-12-04 best (BX 32, ROWS 2, RN 64, 4 warps); BX 128 / RN 256 needs 327,680 B
+    # in fp32 at two stages and runs fitted to one
+    "local_tc": [{}, {"BX": 32, "ROWS": 4, "RN": 64, "num_warps": 8}, {"BX": 16, "ROWS": 4, "RN": 64, "num_warps": 4},
+                 {"BX": 128, "ROWS": 1, "RN": 256, "num_warps": 8}],
+    "correlation": [{}, {"BX": 32, "BLOCK_K": 64}, {"BX": 64, "BLOCK_K": 64, "num_warps": 8}],
 }
 
 
@@ -404,9 +440,26 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     fmt = ("{op:12s} {case:34s} {method:32s} {dtype:8s} {t:10.3f} ms {mem:9.1f} MB  x{speed:6.1f}  diff {diff:.1e}"
            "{floor}")
 
-    def add(op, case, method, fns, *, ours=None, note="", dtype=torch.float32, floor=None, kernel=None, slow=False):
+    def add(op, case, method, fns, *, ours=None, note="", dtype=torch.float32, floor=None, kernel=None, slow=False,
+            may_skip=False):
         """Measure ``fns`` (one callable per input set); baseline rows (``ours`` given) get a speed-up and a
-        max |diff| against it. ``slow``: fewer runs (baselines)."""
+        max |diff| against it. ``slow``: fewer runs (baselines). ``may_skip``: a setting the device cannot
+        run is recorded as a skipped row (time NaN, the note says what it needed) and None is returned;
+        always so for Triton kernel rows (``kernel`` given): one setting must not cost the rest of the run."""
+        if may_skip or kernel is not None:
+            try:
+                return measured(op, case, method, fns, ours=ours, note=note, dtype=dtype, floor=floor, kernel=kernel,
+                                slow=slow)
+            except skippable_errors() as error:
+                row = Row(op, case, method, float("nan"), 0.0, 1.0, 0.0, skipped_note(error),
+                          str(dtype).removeprefix("torch."), floor or 0.0, skipped=True)
+                rows.append(row)
+                write_results(args, rows, info)
+                print(f"{op:12s} {case:34s} {method:32s} {row.dtype:8s} {row.note}", flush=True)
+                return None
+        return measured(op, case, method, fns, ours=ours, note=note, dtype=dtype, floor=floor, kernel=kernel, slow=slow)
+
+    def measured(op, case, method, fns, *, ours, note, dtype, floor, kernel, slow):
         if median:
             if args.smoke:  # the interpreter: one run per input set exercises the protocol
                 runs = dict(warmup=0, min_runs=2, max_runs=2, min_seconds=0.0)
@@ -475,7 +528,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
                 fns = [forward_backward(op, q.to(dtype), p.to(dtype), lab)
                        for q, p, lab in zip(queries, previous, labels, strict=True)]
                 add("local", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
-            if dtype != torch.float32:
+            if dtype != torch.float32 or args.no_baselines:
                 continue
             args0 = (queries[0], previous[0], labels[0], n)
             band = sizes["band"]
@@ -502,7 +555,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
                 fns = [forward_backward(op, q.to(dtype), p.to(dtype), lab)
                        for q, p, lab in zip(queries, previous, labels, strict=True)]
                 add("global", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
-            if dtype == torch.float32:
+            if dtype == torch.float32 and not args.no_baselines:
                 add("global", case, "cdist per object", [partial(cdist_global, queries[0], previous[0], labels[0], n)],
                     ours=ours, slow=True)
 
@@ -522,8 +575,25 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
         if median:
             op = partial(correlation, max_displacement=r, impl=impl)
             fns = [forward_backward(op, a.to(dtype), b.to(dtype)) for a, b in zip(x1s, x2s, strict=True)]
-            add("correlation", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
-        if dtype == torch.float32:
+            both = add("correlation", case, f"vidseg ({impl}) forward+backward", fns, dtype=dtype)
+            if both is not None and ours is not None:  # the goal: forward+backward <= 3x the forward
+                rows[-1].note = f"{both[0] / ours[0]:.2f}x the forward"
+            # the backward alone: the gather kernel on CUDA (two launches), else the CPU path's backward
+            grads = [torch.randn((1, span2, height, width), generator=torch.Generator().manual_seed(40 + s)).to(device)
+                     for s in range(sets)]
+            backward = tk.correlation_grad if from_triton else correlation_module.correlation_backward
+            fns = [partial(backward, g, a.to(dtype), b.to(dtype), r, True) for g, a, b in zip(grads, x1s, x2s,
+                                                                                              strict=True)]
+            # twice the forward's products; reads the grad and both inputs, writes both gradients
+            nbytes = 4 * pixels * channels * dtype.itemsize + span2 * pixels * 4
+            floor = floor_of(2 * 2 * pixels * span2 * channels, nbytes, dtype)
+            add("correlation", case, f"vidseg ({impl}) backward", fns, dtype=dtype, floor=floor,
+                kernel="correlation_grad" if from_triton else None)
+            if dtype == torch.float32 and not args.no_baselines:
+                add("correlation", case, "old backward (81 slices)",
+                    [partial(correlation_module.correlation_backward_reference, grads[0], x1s[0], x2s[0], r, True)],
+                    slow=True)
+        if dtype == torch.float32 and not args.no_baselines:
             baseline = [partial(correlation, x1s[0], x2s[0], r, impl="reference")]
             add("correlation", case, "81 shifted slices (reference)", baseline, ours=ours, slow=True)
     flows = [5 * torch.randn((1, 2, height, width), generator=torch.Generator().manual_seed(4 + s)).to(device)
@@ -538,8 +608,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     if (args.sweep or args.only_sweep) and from_triton:
         sweep(args, rows, add, floor_of, sizes, queries, previous, x1s, x2s)
     info["load_average_end"] = os.getloadavg()
-    flags = [f"--device {device}"] + [f"--{f.replace('_', '-')}" for f in ("quick", "smoke", "sweep", "only_sweep")
-                                      if getattr(args, f)]
+    flags = [f"--device {device}"] + [f"--{f.replace('_', '-')}" for f in ("quick", "smoke", "sweep", "only_sweep",
+                                                                            "no_baselines") if getattr(args, f)]
     if impl != "auto":
         flags.append(f"--impl {impl}")
     info["command"] = "python -m bench.ops " + " ".join(flags)
@@ -570,18 +640,23 @@ def sweep(args, rows, add, floor_of, sizes, queries, previous, x1s, x2s) -> None
             for cfg in settings[kernel]:
                 fns = [make(q, p, lab, cfg) for q, p, lab in zip(queries, previous, labels, strict=True)]
                 add(f"sweep {kernel}", case, json.dumps(cfg) if cfg else "defaults", fns, dtype=dtype, floor=floor,
-                    kernel=kernel)
+                    kernel=kernel, may_skip=True)
             if dtype == torch.float32:
-                reference = make(queries[0], previous[0], labels[0], None)()
                 saved = tk.FP32_PRECISION
-                tk.FP32_PRECISION = "tf32"
                 try:
+                    reference = make(queries[0], previous[0], labels[0], None)()
+                    tk.FP32_PRECISION = "tf32"
                     fns = [make(q, p, lab, None) for q, p, lab in zip(queries, previous, labels, strict=True)]
-                    _, _, fast = add(f"sweep {kernel}", case, "defaults, single TF32", fns, dtype=dtype, floor=floor,
-                                     kernel=kernel)
+                    result = add(f"sweep {kernel}", case, "defaults, single TF32", fns, dtype=dtype, floor=floor,
+                                 kernel=kernel, may_skip=True)
+                except skippable_errors() as error:  # the defaults themselves cannot run: already recorded above
+                    print(f"sweep {kernel}: single TF32 row left out ({skipped_note(error)})", flush=True)
+                    result = None
                 finally:
                     tk.FP32_PRECISION = saved
-                rows[-1].note = f"arg-min agreement with 3xTF32: {float((fast == reference).double().mean()):.4f}"
+                if result is not None:
+                    fast = result[2]
+                    rows[-1].note = f"arg-min agreement with 3xTF32: {float((fast == reference).double().mean()):.4f}"
     height, width, channels, r = sizes["corr"]
     pixels = height * width
     for dtype in (torch.float32, torch.bfloat16):
@@ -591,7 +666,7 @@ def sweep(args, rows, add, floor_of, sizes, queries, previous, x1s, x2s) -> None
             fns = [partial(tk.correlation_sum, a.to(dtype), b.to(dtype), r, config=cfg) for a, b in zip(x1s, x2s,
                                                                                                      strict=True)]
             add("sweep correlation", f"{height}x{width} C={channels} r={r}", json.dumps(cfg) if cfg else "defaults",
-                fns, dtype=dtype, floor=floor, kernel="correlation")
+                fns, dtype=dtype, floor=floor, kernel="correlation", may_skip=True)
 
 
 def markdown(rows: list[Row], info: dict) -> str:
@@ -627,26 +702,27 @@ def markdown(rows: list[Row], info: dict) -> str:
             r.case,
             r.method,
             r.dtype,
-            f"{r.time_s * 1e3:.3f}" if r.time_s < 0.01 else f"{r.time_s * 1e3:.1f}",
+            "skipped" if r.skipped else f"{r.time_s * 1e3:.3f}" if r.time_s < 0.01 else f"{r.time_s * 1e3:.1f}",
             f"{100 * r.spread:.0f}%" if r.runs > 3 else "",
             f"{r.first_call_s * 1e3:.0f}" if r.first_call_s else "",
             f"{r.peak_extra_mb:.1f}",
             f"{r.speedup:.1f}x" if baseline else "",
             f"{r.max_abs_diff:.1e}" if baseline else "",
-            f"{100 * r.floor_s / r.time_s:.1f}" if r.floor_s else "",
+            f"{100 * r.floor_s / r.time_s:.1f}" if r.floor_s and not r.skipped else "",
             r.note,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     kernels = [r for r in rows if r.kernel]
     if kernels:
-        lines += ["", "Triton kernels (last launch of each row): registers, spills, shared memory, PTX instruction "
-                  "counts.", "", "| op | method | dtype | regs | spills | shared B | warps | wgmma | mma.sync | "
-                  "cp.async 16 B | ld.global.v4 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "Triton kernels (last launch of each row): registers, spills, shared memory (compiled, and "
+                  "vidseg's estimate before launching), stages after fitting, PTX instruction counts.", "",
+                  "| op | method | dtype | regs | spills | shared B | estimate B | stages | warps | wgmma | mma.sync | "
+                  "cp.async 16 B | ld.global.v4 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in kernels:
             k = r.kernel
-            keys = ("n_regs", "n_spills", "shared_bytes", "num_warps", "wgmma", "mma_sync", "cp_async_16B",
-                    "ld_global_v4")
-            cells = [r.op, r.method, r.dtype] + [k[key] for key in keys]
+            keys = ("n_regs", "n_spills", "shared_bytes", "shared_estimate", "num_stages", "num_warps", "wgmma",
+                    "mma_sync", "cp_async_16B", "ld_global_v4")
+            cells = [r.op, r.method, r.dtype] + [k.get(key, "") for key in keys]
             lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
@@ -660,6 +736,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--impl", default="auto", choices=("auto", "cpu", "triton"))
     parser.add_argument("--sweep", action="store_true", help="also time a few Triton kernel settings")
     parser.add_argument("--only-sweep", action="store_true", help="only the kernel settings (a separate GPU section)")
+    parser.add_argument("--no-baselines", action="store_true", help="leave out the prior implementations")
     parser.add_argument("--ptx", type=Path, help="write the PTX of the default-setting Triton kernels here (GPU)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)

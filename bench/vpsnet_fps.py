@@ -12,8 +12,16 @@ finds on Cityscapes. Module times come from forward pre/post hooks (synchronised
 flow, fuse, semantic head, detector (RPN + box + mask heads), panoptic head; "post-processing + tracking" is
 the rest of ``infer_frame`` (mask pasting, overlap removal, merging, association). The paper reports 1.3 fps
 (a Titan RTX-class GPU). Memory: peak (CUDA max allocated, or the process's max RSS on CPU) and the RSS / CUDA
-allocation after 30 and after 300 frames at a small size: constant memory means they agree. Writes
-vpsnet-fps-<device>[-quick].md and .json under --out.
+allocation after 30 and after 300 frames at a small size: constant memory means they agree.
+
+Flow, base vs fast: at the first size the whole pipeline runs twice, with RAFT's default vidseg forward
+("fast": no host copies per iteration, only the last update upsampled, the previous frame's encoder
+features reused) and with torchvision's ``RAFT.forward`` ("base"), rows side by side. Then the flow module
+alone (RAFT-small, random weights, the same clip) for each of ``--flow-variants`` (see FLOW_VARIANTS):
+ms/frame timed without hooks (CUDA synchronised only around the clip), the same split by RAFT stage
+(feature encoder, context encoder, update blocks, the rest = correlation pyramid, sampling, upsampling;
+synchronised hooks), and the largest difference from "base" on the clip's first pair (exact variants: float
+rounding only). Writes vpsnet-fps-<device>[-quick].md and .json under --out.
 """
 
 from __future__ import annotations
@@ -38,6 +46,17 @@ from vidseg.models.vpsnet import build_vpsnet  # noqa: E402
 
 PAPER_FPS = 1.3
 MODULES = ("backbone", "fpn", "flow", "fuse", "semantic_head", "detector", "panoptic_head")
+# RAFTFlow settings of each flow variant; "reuse": the previous frame's encoder features are passed on
+FLOW_VARIANTS = {
+    "base": ({"implementation": "torchvision"}, False),
+    "fast-noreuse": ({}, False),
+    "fast": ({}, True),
+    "fast-tf32": ({"precision": "tf32"}, True),
+    "fast-bf16": ({"precision": "bf16"}, True),
+    "fast-compiled": ({"compile": True}, True),
+    "fast-compiled-tf32": ({"compile": True, "precision": "tf32"}, True),
+}
+RAFT_STAGES = ("feature_encoder", "context_encoder", "update_block", "mask_predictor")
 
 
 def paper_net_config(*, quick: bool, detections: int) -> dict:
@@ -135,8 +154,14 @@ def allocated_mib(device: torch.device) -> float:
     return torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mib()
 
 
-def time_size(ckpt: Path, device: torch.device, size: tuple[int, int], frames: int, warmup: int) -> dict:
+def time_size(ckpt: Path, device: torch.device, size: tuple[int, int], frames: int, warmup: int,
+              flow: str = "fast") -> dict:
+    """The pipeline at one size; ``flow``: "fast" (the default RAFT forward) or "base" (torchvision's)."""
     predictor = VPSPredictor.from_checkpoint(ckpt, device=device)
+    if not getattr(predictor.model.flow, "keeps_encoding", False):
+        flow = "not RAFT"  # e.g. --quick's tiny flow network: no base/fast variants
+    elif flow == "base":
+        predictor.model.flow.implementation = "torchvision"
     g = torch.Generator().manual_seed(0)
     base = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g)
     # a slowly panning frame: consecutive frames differ like a video's
@@ -164,8 +189,82 @@ def time_size(ckpt: Path, device: torch.device, size: tuple[int, int], frames: i
                  "post-processing + tracking": 1000 * total / frames - measured}
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"size": list(size), "frames": frames, "fps": frames / total, "ms_per_frame": 1000 * total / frames,
-            "breakdown_ms": breakdown, "peak_memory_mib": peak}
+    return {"size": list(size), "flow": flow, "frames": frames, "fps": frames / total,
+            "ms_per_frame": 1000 * total / frames, "breakdown_ms": breakdown, "peak_memory_mib": peak}
+
+
+def time_flow_variants(device: torch.device, size: tuple[int, int], frames: int, warmup: int,
+                       variants: list[str]) -> list[dict]:
+    """The flow module alone over a panning clip, per variant of FLOW_VARIANTS (RAFT-small, random weights,
+    12 updates, frames of ``size`` padded as the model pads them)."""
+    from vidseg.models.vpsnet.flow import RAFTFlow, build_flow
+
+    torch.manual_seed(0)
+    raft = build_flow(name="raft_small").raft.to(device).eval()
+    g = torch.Generator().manual_seed(2)
+    height, width = (-(-n // 32) * 32 for n in size)
+    base = torch.rand(1, 3, height, width + 4 * (warmup + frames), generator=g)
+    clip = [base[..., 4 * t: 4 * t + width].to(device) for t in range(warmup + frames)]
+    rows, reference = [], None
+    for name in sorted(variants, key=lambda v: v != "base"):  # base first: the others are compared with it
+        options, reuse = FLOW_VARIANTS[name]
+        flow = RAFTFlow(raft, frozen=True, **options)
+
+        def run(frames_, previous=None, encoding=None, flow=flow, reuse=reuse):
+            """Frames of a video after ``previous`` (None: the first is its own reference), as VPSNet calls
+            the flow: returns (flows, (last frame, its encoding)) to continue from."""
+            outputs = []
+            for frame in frames_:
+                out, new = flow(frame, frame if previous is None else previous,
+                                encoding if reuse and previous is not None else None, return_encoding=True)
+                outputs.append(out)
+                encoding, previous = new, frame
+            return outputs, (previous, encoding)
+
+        with torch.inference_mode():
+            first = run(clip[:2])[0][1]  # also the warm-up of a compiled variant's first shapes
+            _, state = run(clip[:warmup])
+            _sync(device)
+            start = time.perf_counter()
+            _, state = run(clip[warmup:], *state)  # steady state: every frame has a previous one
+            _sync(device)
+            total = time.perf_counter() - start
+            stages = StageTimer(raft, device) if not options.get("compile") else None
+            staged = min(frames, 3)  # the split needs its own (synchronised) run: a few frames are enough
+            if stages is not None:
+                _sync(device)
+                start = time.perf_counter()
+                run(clip[warmup: warmup + staged], *state)
+                _sync(device)
+                staged_total = time.perf_counter() - start
+                stages.remove()
+        if name == "base":
+            reference = first
+        row = {"variant": name, "options": options, "reuse_encoding": reuse, "size": [height, width],
+               "frames": frames, "ms_per_frame": 1000 * total / frames,
+               "max_abs_diff_vs_base": None if reference is None else float((first - reference).abs().max())}
+        if stages is not None:
+            split = {k: 1000 * v / staged for k, v in stages.times.items()}
+            split["rest (correlation, sampling, upsampling)"] = 1000 * staged_total / staged - sum(split.values())
+            row["stages_ms"] = split
+        rows.append(row)
+    return rows
+
+
+class StageTimer(ModuleTimer):
+    """Synchronised wall time per RAFT stage (hooks on the torchvision RAFT's submodules)."""
+
+    def __init__(self, raft, device: torch.device) -> None:
+        self.device, self.times, self._start, self.handles = device, defaultdict(float), {}, []
+        for name in RAFT_STAGES:
+            module = getattr(raft, name, None)
+            if module is not None:
+                self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+                self.handles.append(module.register_forward_hook(self._post(name)))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def memory_over_clip(ckpt: Path, device: torch.device, size: tuple[int, int], checkpoints=(30, 300)) -> dict:
@@ -190,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=None, help="timed frames per size")
     parser.add_argument("--memory-frames", default=None, help="frame counts of the memory check, e.g. 30,100 "
                         "(default 30,300; 10,30 with --quick)")
+    parser.add_argument("--flow-variants", default=None,
+                        help=f"comma-separated, of {', '.join(FLOW_VARIANTS)} (default: base,fast-noreuse,fast,"
+                        "fast-tf32,fast-bf16 on CUDA, base,fast on the CPU; 'none' to skip); compiled variants "
+                        "compile on their first frames (a minute or more)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.quick:
@@ -200,22 +303,44 @@ def main(argv: list[str] | None = None) -> None:
         warmup, mem_size, mem_frames = (3 if device.type == "cuda" else 1), (128, 256), (30, 300)
     if args.memory_frames:
         mem_frames = tuple(int(n) for n in args.memory_frames.split(","))
+    if args.flow_variants is None:
+        variants = ["base", "fast-noreuse", "fast", "fast-tf32", "fast-bf16"] if device.type == "cuda" else \
+            ["base", "fast"]
+    else:
+        variants = [] if args.flow_variants == "none" else args.flow_variants.split(",")
+    unknown = sorted(set(variants) - set(FLOW_VARIANTS))
+    if unknown:
+        parser.error(f"unknown --flow-variants {unknown}; choose from {', '.join(FLOW_VARIANTS)}")
     net = paper_net_config(quick=args.quick, detections=args.detections)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_random_checkpoint(net, Path(tmp) / "vpsnet.ckpt")
         rows = [time_size(ckpt, device, size, frames, warmup) for size in sizes]
+        if net["flow"]["name"].startswith("raft") and variants:  # the pipeline pair: fast (above), then base
+            rows.insert(1, time_size(ckpt, device, sizes[0], frames, warmup, flow="base"))
         memory = memory_over_clip(ckpt, device, mem_size, mem_frames)
+    flow_rows = time_flow_variants(device, sizes[0], frames, warmup, variants) if variants else []
     result = {"machine": machine(str(device)), "quick": args.quick, "network": "fusetrack " +
               ("(toy_vps widths)" if args.quick else "(paper: ResNet-50-FPN, RAFT-small)"),
-              "paper_fps": PAPER_FPS, "sizes": rows, "memory_over_clip": memory}
+              "paper_fps": PAPER_FPS, "sizes": rows, "flow_variants": flow_rows, "memory_over_clip": memory}
     lines = [f"# VPSNet fusetrack inference ({result['network']}, {device})", "",
              f"Paper: {PAPER_FPS} fps at 1024x2048 (GPU). Detections capped at {args.detections}/frame.", "",
-             "| size | fps | ms/frame | " + " | ".join(rows[0]["breakdown_ms"])
+             "| size | flow | fps | ms/frame | " + " | ".join(rows[0]["breakdown_ms"])
              + (" | peak CUDA MiB |" if device.type == "cuda" else " | process peak RSS so far, MiB |"),
-             "|" + "---|" * (4 + len(rows[0]["breakdown_ms"]))]
+             "|" + "---|" * (5 + len(rows[0]["breakdown_ms"]))]
     for r in rows:
-        lines.append(f"| {r['size'][0]}x{r['size'][1]} | {r['fps']:.2f} | {r['ms_per_frame']:.0f} | "
+        lines.append(f"| {r['size'][0]}x{r['size'][1]} | {r['flow']} | {r['fps']:.2f} | {r['ms_per_frame']:.0f} | "
                      + " | ".join(f"{v:.0f}" for v in r["breakdown_ms"].values()) + f" | {r['peak_memory_mib']:.0f} |")
+    if flow_rows:
+        stage_names = list(next((r["stages_ms"] for r in flow_rows if "stages_ms" in r), {}))
+        flow_size = "x".join(str(n) for n in flow_rows[0]["size"])
+        lines += ["", f"Flow module alone (RAFT-small, 12 updates, {flow_size}, ms/frame; stages from synchronised "
+                  "hooks):", "",
+                  "| variant | ms/frame | max abs diff vs base (px) | " + " | ".join(stage_names) + " |",
+                  "|" + "---|" * (3 + len(stage_names))]
+        for r in flow_rows:
+            diff = "-" if r["max_abs_diff_vs_base"] is None else f"{r['max_abs_diff_vs_base']:.2e}"
+            stages = [f"{r['stages_ms'][k]:.1f}" if "stages_ms" in r else "-" for k in stage_names]
+            lines.append(f"| {r['variant']} | {r['ms_per_frame']:.1f} | {diff} | " + " | ".join(stages) + " |")
     after = memory["after"]
     lines += ["", f"Memory over one clip at {memory['size'][0]}x{memory['size'][1]} ({memory['kind']}): "
               + ", ".join(f"after {k} frames {v['memory_mib']:.0f} MiB ({v['tracks']} tracks)"

@@ -22,3 +22,28 @@ def test_bench_uses_the_paper_config_through_a_checkpoint_at_the_inference_strid
     first = np.zeros((32, 48), np.uint8)
     first[8:20, 8:30] = 1
     assert time_video(predictor, frames, first, "cpu") > 0
+
+
+def test_bench_fast_path_rows_and_sync_counts_run_on_cpu(tmp_path):
+    """The fast path (pipelined: frame 1 is yielded after frame 2 is queued) is timed over frames 3..; host syncs
+    are counted on CUDA only and reported as n/a on CPU."""
+    from argparse import Namespace
+
+    from bench.feelvos_fps import syncs_per_frame, write_results
+
+    from tests.helpers.feelvos import TINY_NET
+    from vidseg.models.feelvos import FEELVOS
+
+    predictor = VOSPredictor(FEELVOS(**TINY_NET), fast=True, pipelined=True)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(4)]
+    first = np.zeros((32, 48), np.uint8)
+    first[8:20, 8:30] = 1
+    assert time_video(predictor, frames, first, "cpu") > 0
+    assert syncs_per_frame(predictor, frames, first, "cpu") is None
+    row = {"backbone": "tiny", "size": "32x48", "precision": "32", "path": "fast", "compile": None,
+           "output_stride": 16, "vidseg_s_per_frame": 0.5, "vidseg_fps": 2.0, "naive_s_per_frame": None,
+           "speedup": None, "syncs_per_frame": None}
+    args = Namespace(device="cpu", out=str(tmp_path), name="t", quick=True)
+    table = write_results(args, [], [row], 32, 48)
+    assert "| tiny | 32 | fast | no | 0.500 | 2.00 |  |  | n/a |" in table

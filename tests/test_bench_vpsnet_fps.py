@@ -22,4 +22,10 @@ def test_quick_bench_writes_fps_breakdown_and_memory_over_the_clip(tmp_path):
     # every module is timed where inference really calls it (the detector through .detect, not forward)
     assert all(ms > 0 for ms in row["breakdown_ms"].values()), row["breakdown_ms"]
     assert set(result["memory_over_clip"]["after"]) == {"10", "30"}
+    # the flow module alone, torchvision's RAFT forward ("base") and vidseg's ("fast"), split by RAFT stage
+    base, fast = result["flow_variants"]
+    assert (base["variant"], fast["variant"]) == ("base", "fast") and fast["reuse_encoding"]
+    assert base["ms_per_frame"] > 0 and fast["ms_per_frame"] > 0
+    assert fast["max_abs_diff_vs_base"] < 1e-3  # the same flow, to float rounding
+    assert fast["stages_ms"]["feature_encoder"] > 0 and fast["stages_ms"]["update_block"] > 0
     assert (tmp_path / "vpsnet-fps-cpu-quick.md").is_file()

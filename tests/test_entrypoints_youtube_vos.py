@@ -143,7 +143,7 @@ def test_interrupted_predict_leaves_the_previous_outputs_and_nothing_half_writte
     predict(compose_config("predict", tmp_path, overrides))
     before = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
     overlay_before = (out / "overlay.mp4").read_bytes()
-    real_step = vos_inference.VOSSession.step
+    real_step = vos_inference.VOSSession.step_async  # what track() calls per frame
     calls = []
 
     def dies_at_frame_4(self, frame):
@@ -152,7 +152,7 @@ def test_interrupted_predict_leaves_the_previous_outputs_and_nothing_half_writte
             raise KeyboardInterrupt
         return real_step(self, frame)
 
-    monkeypatch.setattr(vos_inference.VOSSession, "step", dies_at_frame_4)
+    monkeypatch.setattr(vos_inference.VOSSession, "step_async", dies_at_frame_4)
     (out / "prediction.json").unlink()
     with pytest.raises(KeyboardInterrupt):
         predict(compose_config("predict", tmp_path, overrides))
@@ -160,7 +160,7 @@ def test_interrupted_predict_leaves_the_previous_outputs_and_nothing_half_writte
     assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == before
     assert (out / "overlay.mp4").read_bytes() == overlay_before
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["masks", "overlay.mp4"]
-    monkeypatch.setattr(vos_inference.VOSSession, "step", real_step)
+    monkeypatch.setattr(vos_inference.VOSSession, "step_async", real_step)
     predict(compose_config("predict", tmp_path, overrides))
     # the leftover staging folder is cleared; only the manifest is hidden
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".vidseg-outputs.json"]

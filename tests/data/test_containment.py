@@ -54,11 +54,6 @@ ALLOWED = {
     ("tasks/vps_entry.py", "overlay_path.name"),
     ("tasks/vps_entry.py", "panoptic_dir.name"),
     ("tasks/vps_entry.py", "segments_dir.name"),
-    # OutputFolder's names: each enters through _check_output_name (check_name): claim()/record() check the
-    # code's names, _load() drops manifest entries that are not one name, so a crafted "../x" never reaches these.
-    ("utils/outputs.py", "name"),
-    ("utils/outputs.py", "n"),
-    ("utils/outputs.py", "foreign[0]"),
     # k: the protocol's window sizes, ints defined in vidseg.metrics.vpq.
     ("metrics/vps_eval.py", "f'vpq-{k}.txt'"),
     # In an error message only (nothing is opened): a frame stem of the results folder, or a literal.

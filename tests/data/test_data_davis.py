@@ -418,3 +418,22 @@ def test_datamodule_reports_missing_data_in_setup(tmp_path: Path) -> None:
         dm.setup("fit")
     with pytest.raises(RuntimeError, match="setup"):
         dm.val_dataloader()
+
+
+@pytest.mark.parametrize(("min_object_pixels", "accepted"), [(10, True), (11, False)])
+def test_min_object_pixels_is_inclusive_and_counted_at_stride_4(tmp_path: Path, min_object_pixels: int,
+                                                               accepted: bool) -> None:
+    """The only object covers rows 0-3 x columns 0-39 of 32 x 48 frames: 160 pixels, of which the stride-4 grid
+    (rows 0, 4, ..; columns 0, 4, ..) sees exactly 10. 10 passes (>= 10); 11 fails although 160 >= 11."""
+    images, _ = static_sequence(frames=3)
+    masks = np.zeros((3, 32, 48), np.uint8)
+    masks[:, 0:4, 0:40] = 1
+    root = make_davis_root(tmp_path / "edge", {"edge": (images, masks)})
+    ds = DavisTrainDataset(root, crop_size=(32, 48), scale=(1.0, 1.0), hflip=False, samples_per_epoch=1,
+                           min_object_pixels=min_object_pixels, max_retries=1, seed=0)
+    if accepted:
+        item = ds[0]
+        assert item["num_objects"] == 1 and int((item["masks"][0] == 1).sum()) == 160
+    else:
+        with pytest.raises(DatasetLayoutError, match=rf"{min_object_pixels} pixels at stride 4"):
+            ds[0]

@@ -139,3 +139,23 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "data.root=" in capsys.readouterr().out
     assert (root / "ImageSets" / "2017" / "train.txt").read_text().strip() == sequence_name(5, "train", 0)
     assert (root / "videos" / f"{sequence_name(5, 'val', 0)}.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("params", [
+    dict(seed=-1), dict(num_train=-1), dict(num_val=-1), dict(frames=1), dict(max_objects=0),
+    dict(max_objects=255), dict(height=31), dict(width=31),
+])
+def test_parameter_ranges_are_refused_one_past_their_ends(tmp_path: Path, params: dict) -> None:
+    with pytest.raises(ValueError, match="must be|need"):
+        generate_toy_davis(tmp_path / "toy", **{**TINY, **params})
+    assert not (tmp_path / "toy").exists() or not any((tmp_path / "toy").iterdir())
+
+
+def test_parameter_ranges_accept_their_ends(tmp_path: Path) -> None:
+    root = generate_toy_davis(tmp_path / "toy", num_train=0, num_val=1, frames=2, height=32, width=32,
+                              max_objects=1, seed=0)
+    seq = (root / "ImageSets" / "2017" / "val.txt").read_text().split()
+    assert len(seq) == 1
+    masks = sorted((root / "Annotations" / "480p" / seq[0]).glob("*.png"))
+    assert len(masks) == 2 and read_mask(masks[0]).shape == (32, 32)
+    assert set(np.unique(read_mask(masks[0])).tolist()) == {0, 1}

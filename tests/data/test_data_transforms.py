@@ -76,3 +76,30 @@ def test_object_pixel_counts_at_stride_match_the_model_downsampling() -> None:
         expected = np.bincount(small.ravel(), minlength=4)[1:4]
         assert object_pixel_counts(mask, 3, stride=4).tolist() == expected.tolist()
     assert object_pixel_counts(mask, 3).tolist() == np.bincount(mask.ravel(), minlength=4)[1:4].tolist()
+
+
+def test_remap_min_pixels_is_inclusive() -> None:
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, 0, :2] = 5  # 2 reference pixels
+    masks[0, 1, :3] = 2  # 3 reference pixels
+    masks[1] = masks[0]
+    for min_pixels, kept in ((2, 2), (3, 1), (4, 0)):
+        out, n = remap_to_reference(masks, 0, min_pixels=min_pixels)
+        assert n == kept, min_pixels
+    out, _ = remap_to_reference(masks, 0, min_pixels=3)
+    assert out[1, 0, :2].tolist() == [0, 0] and out[1, 1, :3].tolist() == [1, 1, 1]
+    # the reference may be any frame of the clip
+    masks[1, 2, :] = 7
+    out, n = remap_to_reference(masks, 1, min_pixels=4)
+    assert n == 1 and (out[1, 2] == 1).all() and (out[0] == 0).all()
+
+
+def test_object_pixel_counts_at_stride_by_hand() -> None:
+    # 10 x 9 at stride 4 -> 3 x 3 samples at rows / columns floor(i * 10 / 3) = 0, 3, 6 and floor(i * 9 / 3) = 0, 3, 6
+    mask = np.zeros((10, 9), np.uint8)
+    mask[0, 0] = mask[3, 6] = mask[6, 3] = 1  # three sampled pixels
+    mask[9, 8] = mask[1, 1] = 1                # never sampled
+    mask[6, 6] = 2
+    assert object_pixel_counts(mask, 2, stride=4).tolist() == [3, 1]
+    assert object_pixel_counts(mask, 2).tolist() == [5, 1]
+    assert object_pixel_counts(mask, 3, stride=4).tolist() == [3, 1, 0]

@@ -20,12 +20,23 @@ def test_id_rgb_round_trip_covers_all_three_channels(tmp_path):
         id_to_rgb(np.array([[256**3]]))
 
 
-@pytest.mark.parametrize("mode", ["L", "P", "RGBA"])
+@pytest.mark.parametrize("mode", ["L", "P", "LA"])
 def test_non_rgb_png_is_refused_with_the_fix(tmp_path, mode):
     path = tmp_path / f"{mode}.png"
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).convert(mode).save(path)
     with pytest.raises(MaskFormatError, match=rf"{mode}\.png.*mode is '{mode}'.*COCO-panoptic RGB"):
         read_panoptic_png(path)
+
+
+def test_rgba_png_is_read_from_its_rgb_channels(tmp_path, monkeypatch, capsys):
+    import vidseg.data.panoptic as panoptic
+
+    monkeypatch.setattr(panoptic, "_RGBA_WARNED", [])
+    ids = np.arange(16).reshape(4, 4) * 1001
+    rgba = np.concatenate([id_to_rgb(ids), np.full((4, 4, 1), 3, np.uint8)], axis=-1)  # alpha carries nothing
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_panoptic_png(tmp_path / "a.png"), ids)
+    assert "vidseg: warning:" in capsys.readouterr().err
 
 
 def test_truncated_and_missing_png(tmp_path):

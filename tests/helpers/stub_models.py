@@ -47,7 +47,10 @@ class ShiftPreviousFEELVOS(nn.Module):
         x = F.avg_pool2d(images.float().mean(1, keepdim=True), FEATURE_STRIDE)
         return x, x.clone()
 
-    def segment(self, features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects):
+    def segment(self, features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects,
+                *, validate=True):
+        if isinstance(num_objects, int):  # inference passes a Python int (FEELVOS.segment's contract)
+            num_objects = torch.tensor([num_objects])
         self.calls.append({k: v.detach().clone() for k, v in dict(
             features=features, embedding=embedding, ref_embedding=ref_embedding, ref_labels=ref_labels,
             prev_embedding=prev_embedding, prev_labels=prev_labels, num_objects=num_objects).items()})

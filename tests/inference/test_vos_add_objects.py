@@ -42,10 +42,12 @@ def _spy(model, monkeypatch):
     calls, embeddings = [], []
     real_segment, real_embed = model.segment, model.embed
 
-    def segment(features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects):
+    def segment(features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects, **kwargs):
+        count = num_objects if isinstance(num_objects, int) else int(num_objects[0])  # inference passes an int
         calls.append({"ref_embedding": ref_embedding.clone(), "ref_labels": ref_labels.clone(),
-                      "prev_labels": prev_labels.clone(), "num_objects": int(num_objects[0])})
-        return real_segment(features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects)
+                      "prev_labels": prev_labels.clone(), "num_objects": count})
+        return real_segment(features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects,
+                            **kwargs)
 
     def embed(images):
         features, embedding = real_embed(images)
@@ -165,3 +167,71 @@ def test_bad_additions(predictor):
         list(predictor.track(frames, _first_mask(), masks={0: _first_mask()}))
     with pytest.raises(ValueError, match="no mask"):
         list(predictor.track(frames))
+
+
+def test_a_mask_for_the_last_frame_is_used_and_one_just_past_the_end_is_reported(predictor):
+    frames = _video(3)
+    out = list(predictor.track(frames, masks={0: _first_mask(), 2: _new_mask()}))  # 2 = the last frame
+    assert [(i, ids) for i, ids, _ in out] == [(0, (3,)), (1, (3,)), (2, (3, 9))]
+    assert (out[2][2][_new_mask() == 9] == 9).all()
+    # frame 3 does not exist: every frame is still yielded, then the unused mask is an error (not dropped)
+    seen = []
+    with pytest.raises(DataError, match=r"frame\(s\) \[3\] but the video has 3 frames"):
+        for index, _, _ in predictor.track(frames, masks={0: _first_mask(), 3: _new_mask()}):
+            seen.append(index)
+    assert seen == [0, 1, 2]
+    # the same for the only mask of the video (no session ever started)
+    with pytest.raises(DataError, match=r"frame\(s\) \[3\]"):
+        list(predictor.track(frames, masks={3: _first_mask()}))
+
+
+def test_objects_given_at_frame_zero_and_later_record_their_frames(predictor):
+    frames = _video(4)
+    session = predictor.start(frames[0], _first_mask())
+    assert session.frame_index == 0 and session.object_frames == {3: 0} and session.object_ids == (3,)
+    session.step(frames[1])
+    out = session.add_objects(frames[2], _new_mask())
+    assert session.frame_index == 2 and session.object_frames == {3: 0, 9: 2} and session.object_ids == (3, 9)
+    assert (out[_new_mask() == 9] == 9).all()
+    assert set(np.unique(session.step(frames[3])).tolist()) <= {0, 3, 9}
+    # a session that starts late counts from its first frame
+    late = predictor.start(frames[1], _first_mask(), frame_index=1)
+    late.add_objects(frames[2], _new_mask())
+    assert late.object_frames == {3: 1, 9: 2} and late.frame_index == 2
+
+
+def test_add_objects_refuses_a_mask_with_a_tracked_id_even_beside_a_new_one(predictor):
+    frames = _video(2)
+    session = predictor.start(frames[0], _first_mask())
+    both = _first_mask() | _new_mask()  # 3 (tracked) and 9 (new)
+    with pytest.raises(ValueError, match=r"object id\(s\) \[3\] given at frame 1 are already tracked"):
+        session.add_objects(frames[1], both)
+    assert session.frame_index == 0 and session.object_ids == (3,) and session.object_frames == {3: 0}
+
+
+@pytest.mark.parametrize("bad", [-1, 256, 300])
+def test_object_ids_outside_1_to_254_are_refused(predictor, bad):
+    frames = _video(2)
+    mask = _first_mask().astype(np.int64)
+    mask[0:2, 0:2] = bad
+    with pytest.raises(ValueError, match=r"object ids must be 1\.\.254"):
+        list(predictor.track(frames, mask))
+    session = predictor.start(frames[0], _first_mask())
+    with pytest.raises(ValueError, match=rf"\[{bad}\].*1\.\.254"):
+        session.add_objects(frames[1], torch.from_numpy(mask))
+    assert session.object_ids == (3,)
+
+
+def test_first_mask_and_later_masks_together(predictor):
+    frames = _video(4)
+    out = list(predictor.track(frames, _first_mask(), masks={2: _new_mask()}))
+    assert [(i, ids) for i, ids, _ in out] == [(0, (3,)), (1, (3,)), (2, (3, 9)), (3, (3, 9))]
+    assert np.array_equal(out[0][2], _first_mask()) and (out[2][2][_new_mask() == 9] == 9).all()
+    same = list(predictor.track(frames, masks={0: _first_mask(), 2: _new_mask()}))
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(out, same, strict=True))
+
+
+@pytest.mark.parametrize("index", [-1, -2])
+def test_negative_mask_indices_are_refused(predictor, index):
+    with pytest.raises(ValueError, match=r"mask frame indices must be >= 0"):
+        list(predictor.track(_video(2), masks={0: _first_mask(), index: _new_mask()}))

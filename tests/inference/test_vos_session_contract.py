@@ -147,3 +147,50 @@ def test_objects_given_later_continue_from_the_frame_where_they_were_given(stub)
             expected[:, 40 + STEP_PX * (t - 2): 44 + STEP_PX * (t - 2)] = 9
         np.testing.assert_array_equal(mask, expected, err_msg=f"frame {t}")
     assert stub.calls[-1]["num_objects"].tolist() == [3]
+
+
+def test_254_objects_is_the_most_a_session_tracks():
+    """Ids are 1..254: a session with 253 objects takes a 254th (the limit is inclusive)."""
+    size = 64  # 16 x 16 feature cells of 4 x 4 px, one object per cell
+    cell_ids = np.zeros(256, np.int64)
+    cell_ids[:253] = np.arange(1, 254)
+    first = np.kron(cell_ids.reshape(16, 16), np.ones((4, 4), np.int64))
+    frames = [np.full((size, size, 3), 50 * t, np.uint8) for t in range(3)]
+    session = VOSPredictor(ShiftPreviousFEELVOS(shift=0)).start(frames[0], first)
+    assert len(session.object_ids) == 253
+    added = np.zeros((size, size), np.int64)
+    added[60:64, 60:64] = 254  # the last cell
+    out = session.add_objects(frames[1], added)
+    assert len(session.object_ids) == 254 and session.object_ids[-1] == 254
+    assert np.array_equal(out, (first + added).astype(np.uint8))
+    assert np.array_equal(session.step(frames[2]), out)  # the stub keeps the previous labels
+
+
+class AutocastRecordingFEELVOS(ShiftPreviousFEELVOS):
+    """Records whether CPU autocast is on (and its dtype) in every embed and segment call."""
+
+    def __init__(self) -> None:
+        super().__init__(shift=0)
+        self.autocast: list[tuple[str, bool, torch.dtype | None]] = []
+
+    def _record(self, what: str) -> None:
+        enabled = torch.is_autocast_enabled("cpu")
+        self.autocast.append((what, enabled, torch.get_autocast_dtype("cpu") if enabled else None))
+
+    def embed(self, images):
+        self._record("embed")
+        return super().embed(images)
+
+    def segment(self, *args, **kwargs):
+        self._record("segment")
+        return super().segment(*args, **kwargs)
+
+
+@pytest.mark.parametrize("precision, on, dtype", [("32", False, None), ("bf16-mixed", True, torch.bfloat16),
+                                                  ("16-mixed", True, torch.float16)])
+def test_precision_option_runs_the_network_under_autocast(precision, on, dtype):
+    model = AutocastRecordingFEELVOS()
+    out = list(VOSPredictor(model, precision=precision).track(make_frames(3), first_mask()))
+    assert [index for index, _, _ in out] == [0, 1, 2]
+    assert model.autocast == [("embed", on, dtype)] + [("embed", on, dtype), ("segment", on, dtype)] * 2
+    assert not torch.is_autocast_enabled("cpu")

@@ -75,3 +75,18 @@ def test_a_vos_checkpoint_is_refused(tmp_path):
     torch.save({"vidseg_task": "vos", "hyper_parameters": {"net": {}}, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="'vos' checkpoint but task=vps"):
         VPSPredictor.from_checkpoint(path)
+
+
+def test_precision_from_the_checkpoint_loader_is_applied(vps_checkpoint, toy_cityscapes_vps_root):
+    """bf16-mixed on CPU: the network's convolutions really run in bfloat16, the outputs keep their types."""
+    frame = _frames(toy_cityscapes_vps_root, 1)[0]
+    dtypes = {}
+    for precision in ("32", "bf16-mixed"):
+        predictor = VPSPredictor.from_checkpoint(vps_checkpoint, precision=precision)
+        seen = []
+        hook = predictor.model.backbone.conv1.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.dtype))
+        index, panoptic, segments = predictor.start().step(frame)
+        hook.remove()
+        assert index == 0 and panoptic.dtype == np.int64 and panoptic.shape == frame.shape[:2]
+        dtypes[precision] = (predictor.autocast_dtype, seen)
+    assert dtypes == {"32": (None, [torch.float32]), "bf16-mixed": (torch.bfloat16, [torch.bfloat16])}

@@ -34,15 +34,15 @@ SCRIPT = [
 ]
 
 
-def tiny_vpsnet(variant: str):
+def tiny_vpsnet(variant: str, **options):
     torch.manual_seed(0)
     flow = {"name": "tiny", "channels": 8} if "fuse" in variant else None
     return build_vpsnet(variant=variant, backbone={"name": "resnet18"}, num_stuff=NUM_STUFF,
-                        num_things=NUM_THINGS, flow=flow, **{**TINY, "stuff_area_limit": 16}).eval()
+                        num_things=NUM_THINGS, flow=flow, **{**TINY, "stuff_area_limit": 16, **options}).eval()
 
 
-def script_model(model, monkeypatch) -> None:
-    """Replace the semantic head and the detector by the outputs of SCRIPT, frame after frame."""
+def script_model(model, monkeypatch, script=SCRIPT) -> None:
+    """Replace the semantic head and the detector by the outputs of ``script``, frame after frame."""
     frame = {"index": -1}
 
     def semantic(features):
@@ -50,12 +50,12 @@ def script_model(model, monkeypatch) -> None:
         h, w = features["p2"].shape[-2:]
         logits = torch.zeros(1, NUM_STUFF + NUM_THINGS, h, w)
         logits[0, 0] = 1.0  # stuff class 0 everywhere else
-        for _, cls, (x0, y0, x1, y1), _ in SCRIPT[frame["index"]]:
+        for _, cls, (x0, y0, x1, y1), _ in script[frame["index"]]:
             logits[0, cls, y0 // 4: y1 // 4, x0 // 4: x1 // 4] = 5.0
         return logits
 
     def detect(features, images, image_sizes):
-        dets = SCRIPT[frame["index"]]
+        dets = script[frame["index"]]
         g = torch.Generator().manual_seed(frame["index"])
         return [{
             "boxes": torch.tensor([d[2] for d in dets], dtype=torch.float32),
@@ -111,8 +111,8 @@ def test_fuse_module_sees_the_previous_frame(monkeypatch):
     raw, fused_with, flow_between = [], [], []
     real_extract, real_flow = model.extract, model.initial_flow
     monkeypatch.setattr(model, "extract", lambda x: raw.append(real_extract(x)) or raw[-1])
-    monkeypatch.setattr(model, "initial_flow",
-                        lambda target, ref, size: flow_between.append((target, ref)) or real_flow(target, ref, size))
+    monkeypatch.setattr(model, "initial_flow", lambda target, ref, size, *encoding: flow_between.append((target, ref))
+                        or real_flow(target, ref, size, *encoding))
     hook = model.fuse.register_forward_pre_hook(lambda module, args: fused_with.append(args[1]))
     frames = torch.randint(0, 256, (3, 3, H, W), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     list(VPSPredictor(model).track(frames))
@@ -149,3 +149,96 @@ def test_predictor_runs_the_network_in_eval_mode():
     predictor = VPSPredictor(model)
     assert not predictor.model.training
     VPSSession(predictor.model)  # raises for a model in training mode
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Options that are off by default, end to end through a session (scripted detections, exact track ids)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def run_script(model, monkeypatch, script) -> list:
+    """Each frame's VPSFrameOutput of a session over ``script`` (random frames)."""
+    script_model(model, monkeypatch, script)
+    session = VPSPredictor(model).start()
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (len(script), 3, H, W), dtype=torch.uint8, generator=g)
+    return [session.step_raw(frame) for frame in frames], session
+
+
+# B (class 4) is missing from frame 1, where C (class 3) appears; B is back in frame 2.
+FORGET_SCRIPT = [
+    [("A", 3, (8, 8, 40, 40), 0.9), ("B", 4, (72, 12, 112, 52), 0.8)],
+    [("A", 3, (10, 8, 42, 40), 0.9), ("C", 3, (48, 40, 68, 60), 0.7)],
+    [("A", 3, (12, 8, 44, 40), 0.9), ("B", 4, (74, 12, 114, 52), 0.8)],
+]
+
+
+def test_max_tracks_forgets_the_oldest_track_and_new_ids_never_reuse_a_forgotten_one(monkeypatch):
+    outputs, session = run_script(tiny_vpsnet("track", max_tracks=2), monkeypatch, FORGET_SCRIPT)
+    # frame 1 keeps A (0) and C (2) and forgets B (1, seen at frame 0); B's return is a new track: 3, not 1 or 2
+    assert [out.track_ids.tolist() for out in outputs] == [[0, 1], [0, 2], [0, 3]]
+    assert session.state.tracks.ids.tolist() == [0, 3] and session.state.tracks.next_id == 4
+    assert session.state.tracks.last_seen.tolist() == [2, 2]
+    thing_ids = sorted(s["id"] for s in outputs[2].segments_info if s["isthing"])
+    assert thing_ids == [1 * 1000 + 3, 4 * 1000 + 4]
+    # without the option (the paper) every track is kept: B gets its id back
+    outputs, session = run_script(tiny_vpsnet("track"), monkeypatch, FORGET_SCRIPT)
+    assert [out.track_ids.tolist() for out in outputs] == [[0, 1], [0, 2], [0, 1]]
+    assert session.state.tracks.ids.tolist() == [0, 1, 2]
+
+
+def test_mask_iou_threshold_option_reaches_the_image_variant(monkeypatch):
+    script = [[("A", 3, (8, 8, 40, 40), 0.9)], [("A", 3, (10, 8, 42, 40), 0.9)]]  # mask IoU 30/34 = 0.88
+    outputs, _ = run_script(tiny_vpsnet("image"), monkeypatch, script)
+    assert [out.track_ids.tolist() for out in outputs] == [[0], [0]]
+    outputs, session = run_script(tiny_vpsnet("image", mask_iou_threshold=0.9), monkeypatch, script)
+    assert [out.track_ids.tolist() for out in outputs] == [[0], [1]]
+    assert session.state.mask_tracks.next_id == 2
+
+
+def test_track_coefficients_option_reaches_the_association(monkeypatch):
+    # the same box in frame 1, detected as the other thing class: the class bonus (10) beats the box IoU (2 x 1)
+    script = [[("A", 3, (8, 8, 40, 40), 0.9)], [("A", 4, (8, 8, 40, 40), 0.9)]]
+    outputs, _ = run_script(tiny_vpsnet("track"), monkeypatch, script)
+    assert [out.track_ids.tolist() for out in outputs] == [[0], [1]]
+    # with a box-IoU weight of 100 the box wins: the track continues (its id, the new class)
+    outputs, _ = run_script(tiny_vpsnet("track", track_coefficients=(1.0, 100.0, 10.0)), monkeypatch, script)
+    assert [out.track_ids.tolist() for out in outputs] == [[0], [0]]
+    assert [s["id"] for s in outputs[1].segments_info if s["isthing"]] == [1 * 1000 + 4]
+
+
+def test_overlap_options_reach_the_mask_removal(monkeypatch):
+    # "half": 50 % of its box under A (same class): dropped at the default 0.3, kept at 0.6.
+    # "other": inside A, another class: kept per class (official), dropped by the class-agnostic option
+    script = [[("A", 3, (8, 8, 40, 40), 0.9), ("half", 3, (8, 24, 40, 56), 0.8),
+               ("other", 4, (16, 16, 32, 32), 0.7)]]
+    kept = {}
+    for name, options in (("default", {}), ("overlap 0.6", {"overlap_threshold": 0.6}),
+                          ("class-agnostic", {"per_class_overlap": False})):
+        outputs, _ = run_script(tiny_vpsnet("image", **options), monkeypatch, script)
+        kept[name] = [round(score, 3) for score in outputs[0].scores.tolist()]
+    assert kept == {"default": [0.9, 0.7], "overlap 0.6": [0.9, 0.8, 0.7], "class-agnostic": [0.9]}
+
+
+class AutocastRecordingStub(StubVPSNet):
+    """StubVPSNet that records, per frame, whether CPU autocast is on and its dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.autocast: list[tuple[bool, torch.dtype | None]] = []
+
+    def infer_frame(self, image, state=None):
+        enabled = torch.is_autocast_enabled("cpu")
+        self.autocast.append((enabled, torch.get_autocast_dtype("cpu") if enabled else None))
+        return super().infer_frame(image, state)
+
+
+@pytest.mark.parametrize("precision, expected", [("32", (False, None)), ("bf16-mixed", (True, torch.bfloat16)),
+                                                 ("16-mixed", (True, torch.float16))])
+def test_precision_option_runs_the_network_under_autocast(precision, expected):
+    model = AutocastRecordingStub()
+    frames = [np.zeros((8, 12, 3), np.uint8)] * 2
+    results = list(VPSPredictor(model, precision=precision).track(frames))
+    assert [r.frame_index for r in results] == [0, 1]
+    assert model.autocast == [expected, expected]
+    assert not torch.is_autocast_enabled("cpu")  # only around the network

@@ -211,3 +211,19 @@ def test_for_inference_redilates_to_the_inference_stride_sharing_weights():
     explicit = FEELVOS(**{**TINY_NET, "decoder": {**TINY_NET["decoder"], "atrous_rates": [2, 4, 6]},
                           "inference_output_stride": 8})
     assert explicit.for_inference().feature_extractor.decoder.atrous_rates == (4, 8, 12)
+
+
+def test_sample_reference_pixels_cap_at_its_exact_size():
+    """An object with max_per_object + 1 pixels loses one; one with exactly max_per_object keeps all."""
+    emb = torch.arange(2 * 16, dtype=torch.float32).view(1, 2, 4, 4)
+    labels = torch.full((1, 4, 4), IGNORE_LABEL, dtype=torch.long)
+    labels.view(-1)[:5] = 1   # 5 pixels
+    labels.view(-1)[5:9] = 0  # 4 pixels
+    out_emb, out_lab = sample_reference_pixels(emb, labels, 2, max_per_object=4, generator=torch.Generator())
+    assert out_lab.shape == (1, 1, 8)
+    assert (out_lab == 0).sum() == 4 and (out_lab == 1).sum() == 4 and not (out_lab == IGNORE_LABEL).any()
+    # background kept whole (in order), the object a subset of its pixels; each with its own embedding
+    assert out_emb[0, 0, 0, :4].tolist() == [5.0, 6.0, 7.0, 8.0]
+    picked = out_emb[0, 0, 0, 4:].long().tolist()
+    assert len(set(picked)) == 4 and set(picked) <= {0, 1, 2, 3, 4}
+    torch.testing.assert_close(out_emb[0, 1, 0], out_emb[0, 0, 0] + 16)

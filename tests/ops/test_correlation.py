@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from tests.ops import brute
 from tests.ops.memory import peak_extra_bytes, requires_peak_memory
 from vidseg.ops import _common, correlation, cpu, reference
+
+corr_module = importlib.import_module("vidseg.ops.correlation")  # the package exports the function by that name
 
 # opcheck's aot_dispatch tests are slow; torch.compile is tested below instead
 OPCHECKS = ("test_schema", "test_autograd_registration", "test_faketensor")
@@ -64,14 +68,70 @@ def test_dtypes(dtype):
     torch.testing.assert_close(out.double(), brute.correlation(x1, x2, 2, True), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["reference", "cpu"])
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cpu-tiled"])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_gradcheck(impl, normalize):
+def test_gradcheck(impl, normalize, monkeypatch):
+    if impl == "cpu-tiled":  # the tiled backward (used from TILED_BACKWARD_MIN_CHANNELS channels)
+        monkeypatch.setattr(corr_module, "TILED_BACKWARD_MIN_CHANNELS", 0)
+        impl = "cpu"
     x1 = brute.embeddings(2, 3, 3, 4, seed=6, dtype=torch.float64).requires_grad_()
     x2 = brute.embeddings(2, 3, 3, 4, seed=7, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(
         lambda a, b: correlation(a, b, 1, normalize=normalize, impl=impl), (x1, x2), fast_mode=True
     )
+
+
+@pytest.mark.parametrize(
+    "shape, r, tile_bytes",
+    [
+        ((9, 10), 2, None),  # two tiles each way, partial last tiles
+        ((3, 2), 3, None),  # displacement beyond the image
+        ((5, 17), 0, None),
+        ((4, 9), 4, 1),  # one tile per chunk
+    ],
+)
+def test_tiled_backward_gradcheck(shape, r, tile_bytes, monkeypatch):
+    """Full gradcheck (float64) of the tiled CPU backward at borders, r = 0..4 and chunked tiles."""
+    monkeypatch.setattr(corr_module, "TILED_BACKWARD_MIN_CHANNELS", 0)
+    if tile_bytes is not None:
+        monkeypatch.setattr(_common, "TILE_BYTES", tile_bytes)
+    x1 = brute.embeddings(1, 2, *shape, seed=21, dtype=torch.float64).requires_grad_()
+    x2 = brute.embeddings(1, 2, *shape, seed=22, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: correlation(a, b, r, impl="cpu"), (x1, x2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape, r, normalize", [((11, 13), 2, True), ((8, 16), 4, False), ((2, 3), 3, True)])
+def test_tiled_backward_matches_the_per_offset_loop(dtype, shape, r, normalize, monkeypatch):
+    """Both backward paths are exact in the compute dtype (fp32 for bf16/fp16 inputs, then rounded once) and
+    return the inputs' dtypes; grads with any strides (an expanded one, as after ``sum``)."""
+    monkeypatch.setattr(corr_module, "TILED_BACKWARD_MIN_CHANNELS", 0)
+    x1 = brute.embeddings(2, 6, *shape, seed=23, dtype=dtype)
+    x2 = brute.embeddings(2, 6, *shape, seed=24, dtype=dtype)
+    span2 = (2 * r + 1) ** 2
+    grads = [
+        torch.randn(2, span2, *shape, generator=torch.Generator().manual_seed(25), dtype=torch.float64),
+        torch.ones((), dtype=torch.float64).expand(2, span2, *shape),
+    ]
+    for grad in grads:
+        grad = grad.to(torch.float64 if dtype == torch.float64 else torch.float32)
+        got = corr_module.correlation_backward(grad, x1, x2, r, normalize)
+        want = corr_module.correlation_backward_reference(grad, x1, x2, r, normalize)
+        for g, w, x in zip(got, want, (x1, x2), strict=True):
+            assert g.dtype == x.dtype and g.shape == x.shape
+            # fp32 sums in another order, then one rounding to the dtype: values may differ by that dtype's ulp
+            rtol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}[dtype]
+            torch.testing.assert_close(g, w, atol=1e-6 if dtype != torch.float64 else 1e-12, rtol=rtol)
+
+
+def test_backward_dispatch_by_channels(monkeypatch):
+    """Below TILED_BACKWARD_MIN_CHANNELS the CPU path's backward is the per-offset loop, above it the tiles."""
+    calls = []
+    monkeypatch.setattr(corr_module, "_window_sum", lambda w, v, r: calls.append(v.shape[1]) or torch.zeros_like(v))
+    for channels in (corr_module.TILED_BACKWARD_MIN_CHANNELS - 1, corr_module.TILED_BACKWARD_MIN_CHANNELS):
+        x = torch.randn(1, channels, 2, 3, requires_grad=True)
+        correlation(x, x.detach(), 1, impl="cpu").sum().backward()
+    assert calls == [corr_module.TILED_BACKWARD_MIN_CHANNELS] * 2
 
 
 def test_bad_arguments_raise():
@@ -88,6 +148,10 @@ def test_opcheck_and_compile():
     x1 = brute.embeddings(1, 3, 4, 5, seed=8).requires_grad_()
     x2 = brute.embeddings(1, 3, 4, 5, seed=9).requires_grad_()
     torch.library.opcheck(torch.ops.vidseg.correlation.default, (x1, x2, 1, True, "cpu"), test_utils=OPCHECKS)
+    grad = torch.randn(1, 9, 4, 5)
+    for impl in ("cpu", "reference"):  # the backward is an op too: compiled graphs keep it opaque
+        torch.library.opcheck(torch.ops.vidseg.correlation_backward.default, (grad, x1.detach(), x2.detach(), 1, True,
+                                                                             impl), test_utils=OPCHECKS[::2])
     compiled = torch.compile(lambda a, b: correlation(a, b, 1).square().sum(), backend="aot_eager", fullgraph=True)
     grads = torch.autograd.grad(compiled(x1, x2), (x1, x2))
     expected = torch.autograd.grad(correlation(x1, x2, 1).square().sum(), (x1, x2))
@@ -96,10 +160,13 @@ def test_opcheck_and_compile():
 
 
 @requires_peak_memory
-@pytest.mark.parametrize("impl", ["reference", "cpu"])
+@pytest.mark.parametrize("impl", ["reference", "cpu", "cpu-tiled"])
 def test_peak_memory_is_bounded(impl, monkeypatch):
     """The (2r+1)^2 * C shifted stack (85 MB here) is never built, forward or backward."""
     monkeypatch.setattr(_common, "TILE_BYTES", 1 << 20)
+    if impl == "cpu-tiled":
+        monkeypatch.setattr(corr_module, "TILED_BACKWARD_MIN_CHANNELS", 0)
+        impl = "cpu"
     x1 = brute.embeddings(1, 64, 64, 64, seed=10).requires_grad_()
     x2 = brute.embeddings(1, 64, 64, 64, seed=11).requires_grad_()
     correlation(x1[..., :8, :8], x2[..., :8, :8], 4, impl=impl).sum().backward()  # warm-up

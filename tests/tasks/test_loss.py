@@ -134,3 +134,36 @@ def test_task_defaults_are_the_official_optimisation():
     norms = [p.grad.norm().item() for g in optimizer.param_groups for p in g["params"]]
     assert max(norms) == pytest.approx(5.0, rel=1e-3)  # float32 norms of ~1e5 equal values
     assert bias.grad.item() == 0.5  # under the limit: untouched (a global norm would have shrunk it)
+
+
+def test_damage_shifts_cover_the_whole_range_both_ways():
+    """With max_shift=2 every shift in [-2, 2] x [-2, 2] occurs (inclusive bounds), and nothing beyond."""
+    torch.manual_seed(0)
+    labels = torch.zeros(1, 9, 9, dtype=torch.long)
+    labels[0, 4, 4] = 1
+    shifts = set()
+    for _ in range(400):
+        damaged = damage_labels(labels, probability=1.0, max_shift=2, max_morph=0)
+        (y, x), = (damaged[0] == 1).nonzero().tolist()
+        shifts.add((y - 4, x - 4))
+    assert shifts == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+
+
+def test_damage_morphology_dilates_and_erodes_up_to_max_morph():
+    torch.manual_seed(0)
+    labels = torch.zeros(1, 9, 9, dtype=torch.long)
+    labels[0, 3:6, 3:6] = 1  # 3 x 3
+    areas = {int((damage_labels(labels, probability=1.0, max_shift=0, max_morph=1)[0] == 1).sum())
+             for _ in range(100)}
+    assert areas == {9, 25, 1}  # radius 0: unchanged; radius 1: dilated to 5 x 5 or eroded to its centre
+
+
+def test_damage_probability_is_per_sample():
+    torch.manual_seed(0)
+    labels = torch.zeros(400, 6, 6, dtype=torch.long)
+    labels[:, 2:4, 2:4] = 1
+    damaged = damage_labels(labels, probability=0.25, max_shift=2, max_morph=1)
+    changed = sum(not torch.equal(d, s) for d, s in zip(damaged, labels, strict=True))
+    # a damaged sample is unchanged only when its draw is the identity (shift 0, radius 0): ~1 / 25 x 1 / 2
+    assert 60 < changed < 120
+    assert torch.equal(damage_labels(labels, probability=1.0 - 1e-9, max_shift=0, max_morph=0), labels)

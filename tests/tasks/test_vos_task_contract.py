@@ -150,3 +150,95 @@ def test_validation_scores_the_streaming_predictions_of_each_sequence():
         scores.append(float(task.val_jf.compute()["J&F-Mean"]))
     assert scores[0] == pytest.approx(1.0)
     assert scores[1] < 0.9
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_loss_reduction_option_reaches_training_step(reduction, monkeypatch):
+    task = make_task(loss={"reduction": reduction})
+    logits = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    task.model = RecordingFEELVOS(logits)
+    attach_trainer(task, step=0, total=10)  # fraction 1: plain cross-entropy of each sample
+    monkeypatch.setattr(task, "log", lambda *args, **kwargs: None)
+    batch = training_batch()
+    loss = task.training_step(batch, 0)
+    target = batch["masks"][:, 2]
+    per_sample = [F.cross_entropy(logits[b:b + 1], target[b:b + 1], ignore_index=IGNORE_LABEL) for b in range(2)]
+    expected = sum(per_sample) if reduction == "sum" else sum(per_sample) / 2
+    assert torch.allclose(loss, expected)
+
+
+def test_weight_decay_on_all_reaches_the_optimizer():
+    task = make_task(weight_decay_on="all")
+    attach_trainer(task, step=0, total=10)
+    optimizer = task.configure_optimizers()
+    trainable = [p for p in task.model.parameters() if p.requires_grad]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [4e-5]
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in trainable}
+    with pytest.raises(ValueError, match="weight_decay_on"):
+        make_task(weight_decay_on="convs")
+
+
+@pytest.mark.parametrize("limit", [1.0, None])
+def test_grad_clip_per_tensor_option_is_the_limit_used(limit):
+    task = make_task(grad_clip_per_tensor=limit)
+    optimizer = task.configure_optimizers()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)  # every tensor's norm is >= 3
+    task.configure_gradient_clipping(optimizer)
+    norms = [p.grad.norm().item() for p in params]
+    if limit is None:  # no per-tensor clipping (Lightning's gradient_clip_val is the alternative)
+        assert all(torch.equal(p.grad, torch.full_like(p, 3.0)) for p in params)
+    else:
+        assert max(norms) == pytest.approx(1.0, rel=1e-3) and min(norms) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_validation_with_objects_given_later_scores_each_from_its_own_first_frame(monkeypatch):
+    """YouTube-VOS validation: the predictor gets every given mask; each object is scored from its own first
+    frame on (frames first..T-1 go to the metric, which skips the first and the last), objects first given
+    in the last two frames are not scored."""
+    task = make_task()
+    num_frames = 6
+    gt = torch.zeros(num_frames, 4, 4, dtype=torch.long)
+    gt[:, 0, 0], gt[2:, 1, 1], gt[4:, 2, 2] = 3, 9, 5
+    pred = gt.clone()
+    pred[3, 1, 1] = 0  # one miss of object 9
+    given = {0: gt[0] * (gt[0] == 3), 2: gt[2] * (gt[2] == 9), 4: gt[4] * (gt[4] == 5)}
+    calls, updates = [], []
+
+    def predict_sequence(images, first_mask=None, *, masks=None):
+        calls.append((first_mask, masks))
+        return pred
+
+    task._val_predictor = SimpleNamespace(predict_sequence=predict_sequence)
+    monkeypatch.setattr(task.val_jf, "update", lambda p, g, sequence=None, num_objects=None: updates.append(
+        (sequence, num_objects, p.clone(), g.clone())))
+    batch = {"images": torch.zeros(num_frames, 3, 4, 4, dtype=torch.uint8), "masks": gt, "name": "vid",
+             "given": given, "first_frames": {3: 0, 9: 2, 5: 4}}
+    task.validation_step(batch, 0)
+    assert len(calls) == 1 and calls[0][0] is None and calls[0][1] is given
+    assert [(name, n, len(p)) for name, n, p, _ in updates] == [("vid_3", 1, 6), ("vid_9", 1, 4)]
+    for name, _, p, g in updates:
+        obj, first = int(name.split("_")[1]), {"vid_3": 0, "vid_9": 2}[name]
+        assert torch.equal(p, (pred[first:] == obj).long()) and torch.equal(g, (gt[first:] == obj).long())
+
+
+def test_the_damaged_previous_frame_is_the_previous_frame_damaged(monkeypatch):
+    from vidseg.tasks.vos import damage_labels
+
+    damage = {"probability": 1.0, "max_shift": 3, "max_morph": 1}
+    task = make_task(damage_initial_previous_frame_mask=damage)
+    task.model = RecordingFEELVOS(torch.zeros(2, 3, 24, 24))
+    monkeypatch.setattr(task, "log", lambda *args, **kwargs: None)
+    batch = training_batch()
+    torch.manual_seed(7)
+    task.training_step(batch, 0)
+    torch.manual_seed(7)
+    expected = damage_labels(batch["masks"][:, 1], **damage)
+    assert torch.equal(task.model.inputs[0]["masks"][:, 1], expected)
+    # probability 0 (or no option): the ground truth itself
+    task = make_task(damage_initial_previous_frame_mask={**damage, "probability": 0.0})
+    task.model = RecordingFEELVOS(torch.zeros(2, 3, 24, 24))
+    monkeypatch.setattr(task, "log", lambda *args, **kwargs: None)
+    task.training_step(batch, 0)
+    assert torch.equal(task.model.inputs[0]["masks"], batch["masks"])

@@ -113,3 +113,40 @@ def test_validation_loader_gives_each_rank_whole_clips(toy_cityscapes_vps_root, 
     assert [len(s) for s in seen] == [30, 30]
     assert {v for v, _ in seen[0]}.isdisjoint({v for v, _ in seen[1]})
     assert [t for _, t in seen[1]] == list(range(30))  # a whole clip, in order
+
+
+def test_lr_factor_milestones_at_their_exact_step():
+    # a milestone applies from its own step on (step >= milestone), fractions of the total and step numbers alike
+    assert lr_factor(299, 1000, warmup_iters=0, milestones=[300]) == 1.0
+    assert lr_factor(300, 1000, warmup_iters=0, milestones=[300]) == pytest.approx(0.1)
+    assert lr_factor(499, 1000, warmup_iters=0, milestones=[0.5]) == 1.0
+    assert lr_factor(500, 1000, warmup_iters=0, milestones=[0.5]) == pytest.approx(0.1)
+    # a milestone of 1 is step 1 (values < 1 are fractions), not the end of training
+    assert lr_factor(0, 1000, warmup_iters=0, milestones=[1]) == 1.0
+    assert lr_factor(1, 1000, warmup_iters=0, milestones=[1]) == pytest.approx(0.1)
+    # the warm-up ends exactly at warmup_iters
+    assert lr_factor(99, 1000, warmup_iters=100, warmup_ratio=0.0, policy="constant") == pytest.approx(0.99)
+    assert lr_factor(100, 1000, warmup_iters=100, warmup_ratio=0.0, policy="constant") == 1.0
+    assert lr_factor(1000, 1000, warmup_iters=0, policy="poly") == 0.0
+
+
+def test_ground_truth_segments_first_instance_of_a_class():
+    # 1000 = class 1, instance 0 (a thing); 999 would be a class id (no instance)
+    ids, segments = ground_truth_segments(np.array([[1000, 1001, 1, 255]]), thing_ids=[1])
+    assert ids.tolist() == [[1001, 2001, 2, 0]]
+    assert segments == [{"id": 2, "category_id": 1, "iscrowd": 1, "area": 1},
+                        {"id": 1001, "category_id": 1, "iscrowd": 0, "area": 1},
+                        {"id": 2001, "category_id": 1, "iscrowd": 0, "area": 1}]
+
+
+@pytest.mark.parametrize("grad_clip_norm, expected", [(35.0, (35.0, "norm")), (None, (None, None))])
+def test_grad_clip_norm_is_a_global_norm(grad_clip_norm, expected, monkeypatch):
+    from vidseg.tasks.vps import VPSTask
+
+    task = VPSTask(net={"variant": "image"}, optimizer={"_target_": "torch.optim.SGD", "lr": 0.01},
+                   grad_clip_norm=grad_clip_norm)
+    seen = []
+    monkeypatch.setattr(task, "clip_gradients", lambda optimizer, gradient_clip_val=None,
+                        gradient_clip_algorithm=None: seen.append((gradient_clip_val, gradient_clip_algorithm)))
+    task.configure_gradient_clipping(None)
+    assert seen == [expected]

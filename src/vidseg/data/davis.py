@@ -40,6 +40,7 @@ from vidseg.data.davis_layout import (  # noqa: F401  (list_sequences, sequence_
     sequence_paths,
 )
 from vidseg.data.io import read_image, read_mask
+from vidseg.data.loading import check_loader_settings, loader_options, resolve_pin_memory
 from vidseg.data.sampling import split_epoch_index, train_sampler
 from vidseg.data.transforms import (
     apply_clip_transform,
@@ -304,7 +305,8 @@ class DavisDataModule(pl.LightningDataModule):
         min_object_pixels: int = MIN_OBJECT_PIXELS,
         min_object_stride: int = MIN_OBJECT_STRIDE,
         max_frame_gap: int = 1,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
+        prefetch_factor: int | None = None,
         seed: int = 0,
         split: str = "val",
     ) -> None:
@@ -325,7 +327,9 @@ class DavisDataModule(pl.LightningDataModule):
         self.min_object_pixels = int(min_object_pixels)
         self.min_object_stride = int(min_object_stride)
         self.max_frame_gap = int(max_frame_gap)
-        self.pin_memory = bool(pin_memory)
+        resolve_pin_memory(pin_memory)  # a bad value stops here, not at the first loader
+        check_loader_settings(self.num_workers, prefetch_factor)
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor  # see vidseg.data.loading
         self.seed = int(seed)
         self.train_dataset: DavisTrainDataset | None = None
         self.val_dataset: DavisEvalDataset | None = None
@@ -354,6 +358,10 @@ class DavisDataModule(pl.LightningDataModule):
             raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
         return dataset
 
+    def _loader_options(self) -> dict[str, Any]:
+        return loader_options(self.trainer, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                              prefetch_factor=self.prefetch_factor)
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_dataset, "fit")
         return DataLoader(
@@ -361,11 +369,9 @@ class DavisDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=train_sampler(self.trainer, len(dataset), self.batch_size, seed=self.seed),
             drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             worker_init_fn=worker_init_fn,
             collate_fn=collate_train,
-            pin_memory=self.pin_memory,
+            **self._loader_options(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -373,11 +379,9 @@ class DavisDataModule(pl.LightningDataModule):
             self._require(self.val_dataset, "validate"),
             batch_size=1,
             shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             worker_init_fn=worker_init_fn,
             collate_fn=collate_single,
-            pin_memory=self.pin_memory,
+            **self._loader_options(),
         )
 
     def test_dataloader(self) -> DataLoader:

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
 from vidseg.data.collate import collate_single
 from vidseg.data.io import decoding, read_image
+from vidseg.data.loading import check_loader_settings, loader_options, resolve_pin_memory
 from vidseg.data.names import check_name, check_relative_path, checked_join
 from vidseg.data.panoptic import (
     check_panoptic_gt,
@@ -707,7 +708,8 @@ class VPSDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         val_max_videos: int | None = None,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
+        prefetch_factor: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -722,7 +724,9 @@ class VPSDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.val_max_videos = val_max_videos
-        self.pin_memory = bool(pin_memory)
+        resolve_pin_memory(pin_memory)  # a bad value stops here, not at the first loader
+        check_loader_settings(self.num_workers, prefetch_factor)
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor  # see vidseg.data.loading
         self.seed = int(seed)
         self.train_dataset: VPSTrainDataset | None = None
         self.val_dataset: VPSEvalDataset | None = None
@@ -741,13 +745,16 @@ class VPSDataModule(pl.LightningDataModule):
             raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
         return dataset
 
+    def _loader_options(self) -> dict[str, Any]:
+        return loader_options(self.trainer, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                              prefetch_factor=self.prefetch_factor)
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_dataset, "fit")
         return DataLoader(
             dataset, batch_size=self.batch_size, drop_last=True,
             sampler=train_sampler(self.trainer, len(dataset), self.batch_size, seed=self.seed),
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, worker_init_fn=worker_init_fn,
-            collate_fn=collate_train, pin_memory=self.pin_memory,
+            worker_init_fn=worker_init_fn, collate_fn=collate_train, **self._loader_options(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -761,8 +768,7 @@ class VPSDataModule(pl.LightningDataModule):
                 sampler = VideoShardSampler(dataset.videos(), num_replicas=world, rank=torch.distributed.get_rank())
         return DataLoader(
             dataset, batch_size=1, shuffle=False, sampler=sampler,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, worker_init_fn=worker_init_fn,
-            collate_fn=collate_single, pin_memory=self.pin_memory,
+            worker_init_fn=worker_init_fn, collate_fn=collate_single, **self._loader_options(),
         )
 
     def test_dataloader(self) -> DataLoader:

@@ -31,6 +31,7 @@ from vidseg.data.davis import (
     DavisTrainDataset,
 )
 from vidseg.data.io import read_image, read_mask
+from vidseg.data.names import checked_join
 from vidseg.data.sampling import split_epoch_index
 from vidseg.data.youtube_vos_layout import ground_truth_dir, list_videos, load_video, read_meta
 from vidseg.errors import DataError, DatasetLayoutError
@@ -50,7 +51,8 @@ class YouTubeVOSTrainDataset(DavisTrainDataset):
         names = list(videos) if videos is not None else list_videos(root, split)
         # YouTube-VOS's <split>/{JPEGImages,Annotations}/<video> is DAVIS's layout with an empty resolution
         # folder, so DavisTrainDataset's checks (every frame annotated, sizes) read it as they are.
-        super().__init__(Path(root) / str(split), sequences=names, resolution="", **kwargs)
+        super().__init__(checked_join(root, str(split), source="data.split", what="split"), sequences=names,
+                         resolution="", **kwargs)
 
 
 class YouTubeVOSEvalDataset(Dataset):
@@ -74,7 +76,7 @@ class YouTubeVOSEvalDataset(Dataset):
         gt_dir = ground_truth_dir(root, split, self.videos, gt_annotations)
         if gt_dir is None:
             raise DataError(
-                f"{Path(root) / split}: validation needs every frame annotated, but YouTube-VOS {split} has "
+                f"{Path(root)}/{split}: validation needs every frame annotated, but YouTube-VOS {split} has "
                 "annotations only where each object first appears (the challenge server scores it). Train with "
                 "data=davis_youtube_vos (validates on DAVIS), or give data.gt_annotations=<folder "
                 "<video>/<frame>.png with every frame>, or data.split=<a split with every frame annotated>"
@@ -91,7 +93,7 @@ class YouTubeVOSEvalDataset(Dataset):
         images = np.stack([read_image(p) for p in frames])
         masks = []
         for path in frames:
-            gt_path = self.gt_dir / video.name / f"{path.stem}.png"
+            gt_path = checked_join(self.gt_dir, video.name, f"{path.stem}.png", source=self.gt_dir, what="video id")
             if not gt_path.is_file():
                 raise DatasetLayoutError(f"ground truth missing: {gt_path} (frame {path}); validation needs every "
                                          "frame annotated")
@@ -173,13 +175,13 @@ class YouTubeVOSDataModule(DavisDataModule):
                  val_max_frames: int | None = None, crop_size: Sequence[int] = (465, 465),
                  scale: Sequence[float] = (1.0, 1.3), samples_per_epoch: int = 1000, batch_size: int = 2,
                  num_workers: int = 0, min_object_pixels: int = MIN_OBJECT_PIXELS,
-                 min_object_stride: int = MIN_OBJECT_STRIDE, max_frame_gap: int = 1, pin_memory: bool = False,
-                 seed: int = 0) -> None:
+                 min_object_stride: int = MIN_OBJECT_STRIDE, max_frame_gap: int = 1,
+                 pin_memory: bool | str = "auto", prefetch_factor: int | None = None, seed: int = 0) -> None:
         super().__init__(root, train_split=train_split, split=split, crop_size=crop_size, scale=scale,
                          samples_per_epoch=samples_per_epoch, batch_size=batch_size, num_workers=num_workers,
                          val_max_frames=val_max_frames, min_object_pixels=min_object_pixels,
                          min_object_stride=min_object_stride, max_frame_gap=max_frame_gap, pin_memory=pin_memory,
-                         seed=seed)
+                         prefetch_factor=prefetch_factor, seed=seed)
         self.gt_annotations = gt_annotations
         self.val_max_sequences = val_max_sequences
 
@@ -195,8 +197,7 @@ class YouTubeVOSDataModule(DavisDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._require(self.val_dataset, "validate"), batch_size=1, shuffle=False,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          worker_init_fn=worker_init_fn, collate_fn=collate_single, pin_memory=self.pin_memory)
+                          worker_init_fn=worker_init_fn, collate_fn=collate_single, **self._loader_options())
 
 
 class DavisYouTubeVOSDataModule(DavisDataModule):

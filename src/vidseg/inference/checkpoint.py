@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from vidseg.errors import DataError
+from vidseg.utils.torch_files import load_failure_reason
 
 TASK_KEY = "vidseg_task"
 MODEL_PREFIX = "model."
@@ -68,12 +69,17 @@ def read_checkpoint(path: str | os.PathLike, *, task: str | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}; pass ckpt=<path to a .ckpt written by vidseg.train>")
+        what = _what_is_there(path)
+        if what == "does not exist":
+            raise FileNotFoundError(f"checkpoint not found: {path}; pass ckpt=<path to a .ckpt written by "
+                                    "vidseg.train>, e.g. <run>/checkpoints/last.ckpt")
+        raise CheckpointError(f"checkpoint {path} {what}; pass ckpt=<path to a .ckpt written by vidseg.train>, "
+                              "e.g. <run>/checkpoints/last.ckpt")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
-            f"{path}: cannot load the checkpoint ({str(err).splitlines()[0][:200]}); the file is truncated, "
+            f"{path}: cannot load the checkpoint ({load_failure_reason(err)}); the file is truncated, "
             "corrupt or not a vidseg checkpoint (vidseg.train writes them under <run>/checkpoints/): use another "
             "checkpoint, e.g. last.ckpt of the run"
         ) from err
@@ -89,6 +95,83 @@ def read_checkpoint(path: str | os.PathLike, *, task: str | None = None,
     state = {k.removeprefix(MODEL_PREFIX): v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     return VidsegCheckpoint(path=path, task=found, hyper_parameters=dict(checkpoint["hyper_parameters"]),
                             model_state=state)
+
+
+def _what_is_there(path: Path) -> str:
+    """Why ``path`` is not a checkpoint file: a folder, a symbolic link loop, nothing."""
+    from vidseg.utils.config_check import describe_missing_path
+
+    if path.is_dir():
+        return "is a folder, not a checkpoint file"
+    return describe_missing_path(path) or "is not a regular file"
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], *, prefix: str = "model.",
+                       limit: int = 4) -> list[str]:
+    """``"<key>: checkpoint <a>, now <b>"`` for the first ``limit`` keys whose values differ (dotted keys).
+
+    Keys that are null or absent in ``current`` are left out: the task fills them (classes from the data,
+    defaults) and stores the filled value, so they differ without the user having changed anything.
+    """
+    old, new = _flatten(saved), _flatten({k: v for k, v in current.items() if k != "_target_"})
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    keys = [k for k in sorted(new) if new[k] is not None and (k not in old or old[k] != new[k])]
+    shown = [f"{prefix}{k}: checkpoint {short(old[k]) if k in old else '(absent)'}, now {short(new[k])}"
+             for k in keys[:limit]]
+    return shown + ([f"and {len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], *, limit: int = 3) -> str:
+    """A short description of how ``found`` (a checkpoint's state) differs from ``expected`` (the model's);
+    "" when every key is there with its shape."""
+    missing = [k for k in expected if k not in found and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
+              if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(keys)} {label} (e.g. {', '.join(keys[:limit])})"
+             for label, keys in (("weights missing", missing), ("unexpected weights", unexpected),
+                                 ("weights of another shape", shapes)) if keys]
+    return "; ".join(parts)
+
+
+def check_resume_fits(checkpoint: VidsegCheckpoint, model: torch.nn.Module, model_config: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint whose weights do not fit ``model`` (built from ``model_config``),
+    naming the config keys that differ between the checkpoint's run and this one."""
+    mismatch = state_mismatch(model.state_dict(), checkpoint.model_state)
+    if not mismatch:
+        return
+    differences = config_differences(checkpoint.hyper_parameters, model_config)
+    if differences:
+        raise CheckpointError(
+            f"{checkpoint.path}: written by a run of another configuration, its weights do not fit this model; "
+            f"config keys that differ: {'; '.join(differences)}. Resume with the checkpoint's values "
+            "(e.g. the same model.*/backbone=), or start a new run without ckpt_path=")
+    raise CheckpointError(f"{checkpoint.path}: its weights do not fit this model ({mismatch}); resume with the "
+                          "vidseg version and config that wrote it, or start a new run without ckpt_path=")
+
+
+def load_model_state(model: torch.nn.Module, checkpoint: VidsegCheckpoint) -> None:
+    """Strictly load ``checkpoint``'s network weights into ``model`` (built from its own hyper-parameters);
+    a checkpoint whose weights do not fit (edited, or from another vidseg version) is refused in one line."""
+    mismatch = state_mismatch(model.state_dict(), checkpoint.model_state)
+    if mismatch:
+        raise CheckpointError(f"{checkpoint.path}: its weights do not fit the network its own hyper-parameters "
+                              f"describe ({mismatch}); the file was edited or written by another vidseg version: "
+                              "use a checkpoint written by this version's vidseg.train")
+    model.load_state_dict(checkpoint.model_state)
 
 
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:

@@ -18,32 +18,75 @@ Frames are padded to the network's stride with the ImageNet mean colour, as trai
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN_UINT8
 from vidseg.errors import DataError
-from vidseg.inference.checkpoint import CheckpointError, read_checkpoint
-from vidseg.models.feelvos.model import FEELVOS, downsample_labels
+from vidseg.inference.checkpoint import CheckpointError, load_model_state, read_checkpoint
+from vidseg.models.feelvos.model import FEELVOS, downsample_labels, inference_copy, track_step
 from vidseg.utils.device import autocast_dtype
-from vidseg.utils.padding import pad_to_multiple
+from vidseg.utils.padding import pad_to_multiple, padded_size
 
 Frame = np.ndarray | torch.Tensor
 
 
-def _frame_tensor(frame: Frame, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 numpy RGB or (3, H, W) tensor -> (1, 3, H, W) tensor on ``device``."""
+def _padded_frame(frame: Frame, device: torch.device, divisor: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A frame padded (bottom/right, ImageNet mean colour) to multiples of ``divisor`` on ``device``, and its
+    unpadded (H, W).
+
+    The result is (1, 3, Hp, Wp) with channels_last strides. A host frame is padded on the host, in a pinned
+    buffer when ``device`` is CUDA, and uploaded with ``non_blocking``: a pageable upload would wait for the
+    GPU to finish the previous frame (a host sync). A frame already on a device is padded there.
+    """
     if isinstance(frame, np.ndarray):
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be (H, W, 3) RGB arrays, got shape {frame.shape}")
-        frame = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
-    if frame.ndim != 3 or frame.shape[0] != 3:
-        raise ValueError(f"frame tensors must be (3, H, W), got shape {tuple(frame.shape)}")
-    return frame[None].to(device)
+        hwc = torch.from_numpy(np.ascontiguousarray(frame))
+    else:
+        if frame.ndim != 3 or frame.shape[0] != 3:
+            raise ValueError(f"frame tensors must be (3, H, W), got shape {tuple(frame.shape)}")
+        hwc = frame.permute(1, 2, 0)
+    height, width = hwc.shape[:2]
+    if hwc.device.type != "cpu":
+        chw = pad_to_multiple(hwc.permute(2, 0, 1), divisor, value=IMAGENET_MEAN_UINT8)
+        return chw[None].to(device), (height, width)
+    pin = device.type == "cuda" and torch.cuda.is_available()
+    buffer = torch.empty((*padded_size(height, width, divisor), 3), dtype=hwc.dtype, pin_memory=pin)
+    if tuple(buffer.shape[:2]) != (height, width):
+        fill = torch.tensor(IMAGENET_MEAN_UINT8, dtype=hwc.dtype)
+        buffer[height:] = fill
+        buffer[:height, width:] = fill
+    buffer[:height, :width] = hwc
+    # The caching host allocator keeps the pinned block until the asynchronous copy has read it.
+    return buffer.to(device, non_blocking=pin).permute(2, 0, 1)[None], (height, width)
+
+
+class PendingMask:
+    """A frame's (H, W) uint8 mask on its way to the host: :meth:`result` waits for it (CUDA) and returns it.
+
+    On CUDA the copy goes to a pinned buffer with ``non_blocking`` and an event marks its end, so the host can
+    queue the next frame before waiting (:meth:`VOSSession.step_async`). On CPU it is ready at once.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        self._event = None
+        if mask.is_cuda:
+            self._host = torch.empty(mask.shape, dtype=mask.dtype, pin_memory=True)
+            self._host.copy_(mask, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = mask
+
+    def result(self) -> np.ndarray:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        return self._host.numpy()
 
 
 # Keys of the DeepLabv3+ decoder that checkpoints from before the backbone/decoder split kept in "backbone".
@@ -80,7 +123,7 @@ def load_vos_model(path: str | Path, *, map_location: str | torch.device = "cpu"
     if inference_output_stride is not None:
         config["inference_output_stride"] = int(inference_output_stride)
     model = FEELVOS(**config)
-    model.load_state_dict(checkpoint.model_state)
+    load_model_state(model, checkpoint)
     return model.eval()
 
 
@@ -94,6 +137,14 @@ def _as_label_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _object_ids(mask: torch.Tensor) -> list[int]:
     """The object ids of a label map: every value but 0 (background) and 255 (void), ascending."""
     return [int(i) for i in torch.unique(mask) if int(i) not in (0, IGNORE_LABEL)]
+
+
+def _check_object_ids(ids: list[int], what: str) -> None:
+    """Object ids are 1..254 (0 is background, 255 void, and output masks are uint8)."""
+    bad = [i for i in ids if not 0 < i < IGNORE_LABEL]
+    if bad:  # a DataError (a ValueError) so that the command line prints it as one line
+        raise DataError(f"the {what} has object id(s) {bad}; object ids must be 1..{IGNORE_LABEL - 1} "
+                         f"(0 = background, {IGNORE_LABEL} = void): renumber the objects")
 
 
 class VOSSession:
@@ -110,12 +161,24 @@ class VOSSession:
     frame. Nothing grows with the number of frames stepped.
 
     Args:
-        model: FEELVOS in eval mode.
+        model: FEELVOS in eval mode (or any model with its inference contract: ``embed``, ``segment``,
+            ``size_divisor``).
         first_frame: (H, W, 3) uint8 RGB array or (3, H, W) uint8 tensor.
         first_mask: (H, W) integer label map of the first frame; 0 = background, other ids = objects
-            (any ids, not necessarily contiguous), 255 = void/unknown.
-        autocast_dtype: e.g. torch.bfloat16 to run the network in mixed precision (matching stays fp32).
+            (ids 1..254, not necessarily contiguous), 255 = void/unknown.
+        autocast_dtype: e.g. torch.bfloat16 to run the network in mixed precision; None for fp32 or for a
+            network whose weights were cast once (:func:`vidseg.models.feelvos.model.inference_copy`).
         frame_index: index of ``first_frame`` in the video (0 unless the first objects appear later).
+        matching_dtype: dtype of the embeddings given to matching (and kept as reference/previous frame).
+            float32 (default) matches in fp32 whatever the network's precision; None matches in the network's
+            own dtype (bf16 under bf16 autocast or bf16 weights: half the bytes, tensor-core ranking; the
+            arg-min pair's distance is still evaluated in fp32, so only near-ties may pick another pixel).
+        channels_last: feed the network channels_last frames (for a channels_last network).
+        compiled_step: a compiled :func:`vidseg.models.feelvos.model.track_step` (``torch.compile``) used for
+            every frame but the ones that validate labels, which run eagerly.
+
+    Labels are validated (values in [0, N) or 255, a device read) on the first frame segmented and after
+    :meth:`add_objects`; the other frames' labels are the session's own, so they are not read back.
 
     Attributes:
         frame_index: index of the last frame segmented (or given).
@@ -124,30 +187,37 @@ class VOSSession:
     """
 
     def __init__(self, model: FEELVOS, first_frame: Frame, first_mask: np.ndarray | torch.Tensor,
-                 *, autocast_dtype: torch.dtype | None = None, frame_index: int = 0):
+                 *, autocast_dtype: torch.dtype | None = None, frame_index: int = 0,
+                 matching_dtype: torch.dtype | None = torch.float32, channels_last: bool = False,
+                 compiled_step: Callable | None = None):
         self.model = model
         self.device = next(model.parameters()).device
         self.autocast_dtype = autocast_dtype
+        self.matching_dtype = matching_dtype
+        self.channels_last = channels_last
+        self._compiled_step = compiled_step
+        self._validate = True  # the first frame segmented checks the session's labels once
         mask = _as_label_tensor(first_mask)
-        frame = _frame_tensor(first_frame, self.device)
-        if mask.shape != frame.shape[-2:]:
+        frame, size = _padded_frame(first_frame, self.device, model.size_divisor)
+        if tuple(mask.shape) != size:
             what = "first mask" if frame_index == 0 else f"mask of frame {frame_index}"
-            raise ValueError(f"{what} is {tuple(mask.shape)} but frames are {tuple(frame.shape[-2:])} (H, W)")
+            raise ValueError(f"{what} is {tuple(mask.shape)} but frames are {size} (H, W)")
         ids = _object_ids(mask)
+        what = "first-frame mask" if frame_index == 0 else f"mask of frame {frame_index}"
+        _check_object_ids(ids, what)
         if not ids:
-            what = "first-frame mask" if frame_index == 0 else f"mask of frame {frame_index}"
             raise ValueError(f"the {what} contains no object (only background/void)")
         self.object_ids: tuple[int, ...] = tuple(ids)
         self.object_frames: dict[int, int] = {obj: int(frame_index) for obj in ids}
-        # internal labels 0..n; the lookup table maps them back to the user's ids
-        self._to_user = torch.tensor([0, *ids], dtype=torch.uint8)
+        # internal labels 0..n; the lookup table (on the device) maps them back to the user's ids
+        self._to_user = torch.tensor([0, *ids], dtype=torch.uint8).to(self.device)
         internal = torch.full_like(mask, IGNORE_LABEL, dtype=torch.long)
         internal[mask == 0] = 0
         for k, obj in enumerate(ids, start=1):
             internal[mask == obj] = k
         self.num_objects = len(ids) + 1
         self.frame_index = int(frame_index)
-        self.size = tuple(frame.shape[-2:])
+        self.size = size
 
         with torch.inference_mode():  # no autograd graph may stay attached to the kept reference
             _, embedding = self._embed(frame)
@@ -160,48 +230,60 @@ class VOSSession:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _embed(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The ImageNet mean, like the pad of training crops: it normalises to ~0 instead of looking like black.
-        padded = pad_to_multiple(frame, self.model.size_divisor, value=IMAGENET_MEAN_UINT8)
+    def _layout(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def _embed(self, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
-            features, embedding = self.model.embed(padded)
-        return features, embedding.float()
+            features, embedding = self.model.embed(self._layout(padded))
+        return features, embedding if self.matching_dtype is None else embedding.to(self.matching_dtype)
 
     def _feature_labels(self, labels: torch.Tensor, size) -> torch.Tensor:
         padded = pad_to_multiple(labels, self.model.size_divisor, value=IGNORE_LABEL)
         return downsample_labels(padded, tuple(size))
 
-    def _segment(self, frame: Frame) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next frame's (1, H, W) int64 internal labels and its (1, E, h, w) embedding."""
-        frame = _frame_tensor(frame, self.device)
-        if tuple(frame.shape[-2:]) != self.size:
-            raise ValueError(f"frame {self.frame_index + 1} is {tuple(frame.shape[-2:])}, expected {self.size}")
-        features, embedding = self._embed(frame)
-        num_fg = torch.tensor([self.num_objects - 1], device=self.device)
+    def _segment(self, frame: Frame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next frame's (1, H, W) int64 internal labels, its (1, E, h, w) embedding and its labels at (h, w)."""
+        padded, size = _padded_frame(frame, self.device, self.model.size_divisor)
+        if size != self.size:
+            raise ValueError(f"frame {self.frame_index + 1} is {size}, expected {self.size}")
+        validate, step = self._validate, track_step
+        compiled = self._compiled_step is not None and not validate
+        if compiled:
+            step = self._compiled_step
+            if self.device.type == "cuda":  # CUDA-graph outputs live until the next replay
+                torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
-            logits = self.model.segment(
-                features, embedding, self.ref_embedding, self.ref_labels,
-                self.prev_embedding, self.prev_labels, num_fg,
-            ).float()
-        padded_size = (frame.shape[-2] + (-frame.shape[-2]) % self.model.size_divisor,
-                       frame.shape[-1] + (-frame.shape[-1]) % self.model.size_divisor)
-        full = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
-        return full[..., : self.size[0], : self.size[1]].argmax(1), embedding
+            labels, embedding, feature_labels = step(
+                self.model, self._layout(padded), size, self.ref_embedding, self.ref_labels,
+                self.prev_embedding, self.prev_labels, self.num_objects - 1,
+                validate=validate, matching_dtype=self.matching_dtype,
+            )
+        if compiled:  # kept across frames: copies, never the compiled function's own buffers
+            embedding, feature_labels = embedding.clone(), feature_labels.clone()
+        self._validate = False
+        return labels, embedding, feature_labels
 
-    def _advance(self, labels_full: torch.Tensor, embedding: torch.Tensor) -> np.ndarray:
+    def _advance(self, labels_full: torch.Tensor, embedding: torch.Tensor,
+                 feature_labels: torch.Tensor | None = None) -> PendingMask:
         # The next frame matches against labels made the way training makes them (nearest downsampling of
         # a full-resolution label map); the head also gets their one-hot, as in training.
         self.prev_embedding = embedding
-        self.prev_labels = self._feature_labels(labels_full, embedding.shape[-2:])
+        self.prev_labels = (feature_labels if feature_labels is not None
+                            else self._feature_labels(labels_full, embedding.shape[-2:]))
         self.frame_index += 1
-        return self._to_user[labels_full[0].cpu()].numpy()
+        return PendingMask(self._to_user[labels_full[0]])
 
     @torch.inference_mode()
-    def step(self, frame: Frame) -> np.ndarray:
-        """Segment the next frame: returns its (H, W) uint8 label map with the user's ids."""
+    def step_async(self, frame: Frame) -> PendingMask:
+        """:meth:`step` without waiting for the mask: on CUDA the frame's work and the mask's copy to the host
+        are queued and ``.result()`` waits for them, so the next frame can be queued first."""
         return self._advance(*self._segment(frame))
 
-    @torch.inference_mode()
+    def step(self, frame: Frame) -> np.ndarray:
+        """Segment the next frame: returns its (H, W) uint8 label map with the user's ids."""
+        return self.step_async(frame).result()
+
     def add_objects(self, frame: Frame, mask: np.ndarray | torch.Tensor) -> np.ndarray:
         """Segment the next frame and add the objects that appear in it.
 
@@ -217,13 +299,20 @@ class VOSSession:
         Returns:
             (H, W) uint8 label map of this frame in user ids: the prediction with the new objects pasted on.
         Raises:
-            ValueError: a size other than the frames', no object in ``mask``, or an id already tracked.
+            ValueError: a size other than the frames', no object in ``mask``, an id already tracked or an id
+                outside 1..254.
         """
+        return self.add_objects_async(frame, mask).result()
+
+    @torch.inference_mode()
+    def add_objects_async(self, frame: Frame, mask: np.ndarray | torch.Tensor) -> PendingMask:
+        """:meth:`add_objects` without waiting for the mask (see :meth:`step_async`)."""
         given = _as_label_tensor(mask)
         if tuple(given.shape) != self.size:
             raise ValueError(f"mask of frame {self.frame_index + 1} is {tuple(given.shape)}, expected {self.size} "
                              "(H, W)")
         new_ids = _object_ids(given)
+        _check_object_ids(new_ids, f"mask given at frame {self.frame_index + 1}")
         if not new_ids:
             raise ValueError(f"the mask given at frame {self.frame_index + 1} contains no object")
         tracked = [obj for obj in new_ids if obj in self.object_frames]
@@ -234,7 +323,7 @@ class VOSSession:
             )
         if self.num_objects - 1 + len(new_ids) > IGNORE_LABEL - 1:
             raise ValueError(f"at most {IGNORE_LABEL - 1} objects per video")
-        labels_full, embedding = self._segment(frame)
+        labels_full, embedding, _ = self._segment(frame)
         added = torch.full_like(given, IGNORE_LABEL)
         for k, obj in enumerate(new_ids, start=self.num_objects):
             added[given == obj] = k
@@ -250,11 +339,17 @@ class VOSSession:
         self.ref_labels = torch.cat([self.ref_labels.flatten(1)[:, None], feature_added[:, keep][:, None]], dim=-1)
 
         self.object_ids = (*self.object_ids, *new_ids)
-        self._to_user = torch.tensor([0, *self.object_ids], dtype=torch.uint8)
+        self._to_user = torch.tensor([0, *self.object_ids], dtype=torch.uint8).to(self.device)
         self.num_objects += len(new_ids)
+        self._validate = True  # new reference labels: checked once, on the next frame
         for obj in new_ids:
             self.object_frames[obj] = self.frame_index + 1
         return self._advance(merged, embedding)
+
+
+def _resolved(item: tuple) -> tuple[int, tuple[int, ...], np.ndarray]:
+    index, ids, mask = item
+    return index, ids, mask.result() if isinstance(mask, PendingMask) else mask
 
 
 class VOSPredictor:
@@ -264,10 +359,40 @@ class VOSPredictor:
         model: FEELVOS at its training stride (moved to ``device``). The predictor runs
             ``model.for_inference()``: the same weights at ``model.inference_output_stride``, in eval mode.
         device: "cpu", "cuda", ...
-        precision: "32" or "bf16-mixed"/"16-mixed" (network in autocast; matching always fp32).
+        precision: "32" or "bf16-mixed"/"16-mixed".
+        fast: run an inference copy of the network tuned for the hardware; ``model`` is left unchanged.
+            Masks may differ from ``fast=False`` where logits nearly tie (tests/models/test_feelvos_fast_path.py
+            states the tolerances). What it does:
+
+            - BatchNorms folded into the convs before them (equal up to float rounding);
+            - weights and frames in channels_last (the layout of tensor-core convolutions);
+            - under a mixed precision, the weights cast once to bf16/fp16 instead of autocast every frame
+              (pixel normalisation and logits stay fp32);
+            - matching in the network's precision: bf16 embeddings reach the matching ops (half the bytes,
+              bf16 tensor-core ranking), the arg-min pair's distance is still evaluated in fp32;
+            - on CUDA, ``torch.backends.cudnn.benchmark = True`` (process-wide: every frame of a video has one
+              size, so cuDNN picks its fastest algorithm once per size).
+
+            With ``fast=False`` the network runs as trained, under autocast for a mixed precision, and
+            matching is fp32.
+        compile: ``torch.compile`` the per-frame step (:func:`vidseg.models.feelvos.model.track_step`:
+            embedding, matching as opaque custom ops, head, upsampling, arg-max) in one graph, with CUDA graphs
+            (``mode="reduce-overhead"``) on CUDA. Compiles on a video's second frame (and again for a new frame
+            size or object count); the first frame runs eagerly.
+        compile_backend: torch.compile backend ("inductor"; "aot_eager"/"eager" to check the plumbing).
+        pipelined: :meth:`track` yields frame t's mask once frame t+1 has been read and queued, so on CUDA the
+            mask's copy to the host overlaps the next frame's work (the last frame is yielded at the end).
+            Order and values are unchanged, but a consumer that pairs a mask with the frame it last handed
+            to the iterator would be one frame off: keep frames by index then.
+
+    Every path validates a video's labels once (first frame and after new objects), uploads frames from
+    pinned memory without blocking, and gives the network Python object counts: no host synchronisation
+    per frame but the mask's copy back.
     """
 
-    def __init__(self, model: FEELVOS, *, device: str | torch.device | None = None, precision: str = "32"):
+    def __init__(self, model: FEELVOS, *, device: str | torch.device | None = None, precision: str = "32",
+                 fast: bool = False, compile: bool = False, compile_backend: str = "inductor",
+                 pipelined: bool = False):
         if device is not None:
             model = model.to(device)
         # for_inference shares parameters with model; .to() moves its non-persistent buffers along.
@@ -275,18 +400,35 @@ class VOSPredictor:
         if device is not None:
             self.model = self.model.to(device)
         self.autocast_dtype = autocast_dtype(precision)
+        self.fast, self.pipelined = bool(fast), bool(pipelined)
+        self.matching_dtype: torch.dtype | None = torch.float32
+        if self.fast:
+            self.model = inference_copy(self.model, fold_bn=True, channels_last=True, dtype=self.autocast_dtype)
+            self.autocast_dtype, self.matching_dtype = None, None
+            if next(self.model.parameters()).is_cuda:
+                torch.backends.cudnn.benchmark = True
+        self._compiled_step = None
+        if compile:
+            cuda = next(self.model.parameters()).is_cuda
+            self._compiled_step = torch.compile(track_step, fullgraph=True, dynamic=False, backend=compile_backend,
+                                                mode="reduce-overhead" if cuda and compile_backend == "inductor"
+                                                else None)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32",
-                        inference_output_stride: int | None = None):
-        """Load a checkpoint (see :func:`load_vos_model`) and run it at its inference output stride."""
+                        inference_output_stride: int | None = None, **options):
+        """Load a checkpoint (see :func:`load_vos_model`) and run it at its inference output stride.
+
+        ``options``: ``fast``, ``compile``, ``compile_backend``, ``pipelined`` (see the class).
+        """
         return cls(load_vos_model(path, inference_output_stride=inference_output_stride), device=device,
-                   precision=precision)
+                   precision=precision, **options)
 
     def start(self, first_frame: Frame, first_mask, *, frame_index: int = 0) -> VOSSession:
         """Open a session for one video (see :class:`VOSSession`)."""
         return VOSSession(self.model, first_frame, first_mask, autocast_dtype=self.autocast_dtype,
-                          frame_index=frame_index)
+                          frame_index=frame_index, matching_dtype=self.matching_dtype, channels_last=self.fast,
+                          compiled_step=self._compiled_step)
 
     def track(self, frames: Iterable[Frame], first_mask=None, *,
               masks: Mapping[int, np.ndarray | torch.Tensor] | None = None,
@@ -319,28 +461,37 @@ class VOSPredictor:
             raise ValueError(f"mask frame indices must be >= 0, got {sorted(indices)}")
         session: VOSSession | None = None
         count = 0
+        pending = None  # the frame queued but not yielded yet (pipelined)
         for index, frame in enumerate(frames):
             count = index + 1
             mask = None
             if index in indices:
                 mask = first_mask if index == 0 and first_mask is not None else given[index]
+            out = None
             if session is None:
                 if mask is None:  # no object yet
                     size = tuple(frame.shape[:2] if isinstance(frame, np.ndarray) else frame.shape[-2:])
-                    yield index, (), np.zeros(size, np.uint8)
-                    continue
-                session = self.start(frame, mask, frame_index=index)
-                yield index, session.object_ids, _as_label_tensor(mask).numpy().astype(np.uint8)
-                continue
-            if mask is not None:
+                    out = index, (), np.zeros(size, np.uint8)
+                else:
+                    session = self.start(frame, mask, frame_index=index)
+                    out = index, session.object_ids, _as_label_tensor(mask).numpy().astype(np.uint8)
+            elif mask is not None:
                 labels = _as_label_tensor(mask).clone()  # never edit the caller's tensor
                 for obj in session.object_ids:
                     labels[labels == obj] = 0  # tracked since an earlier frame: not re-given
                 if _object_ids(labels):
-                    out = session.add_objects(frame, labels)
-                    yield index, session.object_ids, out
-                    continue
-            yield index, session.object_ids, session.step(frame)
+                    result = session.add_objects_async(frame, labels)
+                    out = index, session.object_ids, result
+            if out is None:
+                out = index, session.object_ids, session.step_async(frame)
+            if pending is not None:
+                yield _resolved(pending)
+            pending = out
+            if not self.pipelined:
+                yield _resolved(pending)
+                pending = None
+        if pending is not None:  # the last frame
+            yield _resolved(pending)
         if count == 0:
             raise ValueError("no frames to segment (the video is empty)")
         beyond = sorted(k for k in indices if k >= count)

@@ -7,9 +7,10 @@
     session = predictor.start()            # or frame by frame, e.g. from a camera
     result = session.step(frame)           # VPSFrameResult(frame_index, panoptic, segments)
 
-A session keeps only what :class:`vidseg.models.vpsnet.VPSState` keeps: the previous frame (padded image and
-FPN features, for the Fuse module) and the track memory (one embedding, box and class per track, or the
-previous frame's track map for the image variant), so memory is constant in the length of the video.
+A session keeps only what :class:`vidseg.models.vpsnet.VPSState` keeps: the previous frame (padded image, FPN
+features and, with RAFT, its feature-encoder output, for the Fuse module) and the track memory (one embedding,
+box and class per track, or the previous frame's track map for the image variant), so memory is constant in
+the length of the video.
 
 Segment ids (stable within a video, :mod:`vidseg.models.vpsnet.postprocess`): void 0, stuff class c -> c + 1,
 thing of class c on track t -> (t + 1) * 1000 + c. Category ids are the dataset's class ids (Cityscapes
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidseg.inference.checkpoint import read_checkpoint
+from vidseg.inference.checkpoint import load_model_state, read_checkpoint
 from vidseg.models.vpsnet import VPSNet, VPSState, build_vpsnet
 from vidseg.utils.device import autocast_dtype as resolve_autocast_dtype
 
@@ -65,7 +66,7 @@ def load_vps_model(path: str | Path, *, map_location: str | torch.device = "cpu"
     checkpoint = read_checkpoint(path, task="vps", map_location=map_location)
     model = build_vpsnet(**vpsnet_config(checkpoint.hyper_parameters["net"]))
     # A frozen-by-weights flow net or frozen BN statistics are part of the state; strict load catches drift.
-    model.load_state_dict(checkpoint.model_state)
+    load_model_state(model, checkpoint)
     return model.eval(), checkpoint.hyper_parameters
 
 

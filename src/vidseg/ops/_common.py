@@ -36,8 +36,12 @@ def check_float(name: str, t: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a float16/bfloat16/float32/float64 tensor, got {t.dtype}")
 
 
-def check_labels(labels: torch.Tensor, num_objects: int) -> torch.Tensor:
+def check_labels(labels: torch.Tensor, num_objects: int, validate: bool = True) -> torch.Tensor:
     """Validate a label map (values in [0, num_objects) or 255) and return it as int64.
+
+    ``validate=False`` checks only the dtype and ``num_objects`` (host-side facts) and skips the value check,
+    which reads a device flag back to the host (one synchronisation per call on CUDA): for callers that made
+    the labels themselves or validated them once already (an inference session checks its first frame).
 
     Raises:
         ValueError naming the first offending value.
@@ -47,6 +51,8 @@ def check_labels(labels: torch.Tensor, num_objects: int) -> torch.Tensor:
     if not 1 <= num_objects <= IGNORE_LABEL:
         raise ValueError(f"num_objects must be in [1, {IGNORE_LABEL}], got {num_objects}")
     labels = labels.long()
+    if not validate:
+        return labels
     bad = ((labels < 0) | (labels >= num_objects)) & (labels != IGNORE_LABEL)
     if bool(bad.any()):
         value = int(labels[bad][0])

@@ -46,17 +46,18 @@ def _distance(query: torch.Tensor, other: torch.Tensor, argmin: torch.Tensor) ->
 
 @torch.library.custom_op("vidseg::global_matching", mutates_args=())
 def _global_matching_op(
-    query: torch.Tensor, reference: torch.Tensor, ref_labels: torch.Tensor, num_objects: int, impl: str
+    query: torch.Tensor, reference: torch.Tensor, ref_labels: torch.Tensor, num_objects: int, impl: str,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check_pair("reference", query, reference, ref_labels)
-    labels = common.check_labels(ref_labels, num_objects)
+    labels = common.check_labels(ref_labels, num_objects, validate)
     impl = common.resolve_impl(impl, query, reference)
     argmin = _global_search(impl)(query, reference, labels, num_objects)
     return _distance(query, reference, argmin), argmin
 
 
 @_global_matching_op.register_fake
-def _(query, reference, ref_labels, num_objects, impl):
+def _(query, reference, ref_labels, num_objects, impl, validate=True):
     batch, _, height, width = query.shape
     dtype = common.compute_dtype(query, reference)
     return (
@@ -74,20 +75,21 @@ def _local_matching_op(
     max_distance: int,
     dilation: int,
     impl: str,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     _check_pair("previous", query, previous, prev_labels)
     if previous.shape != query.shape:
         raise ValueError(f"query {tuple(query.shape)} and previous {tuple(previous.shape)} must have one shape")
     if max_distance < 0 or dilation < 1:
         raise ValueError(f"need max_distance >= 0 and dilation >= 1, got {max_distance}, {dilation}")
-    labels = common.check_labels(prev_labels, num_objects)
+    labels = common.check_labels(prev_labels, num_objects, validate)
     impl = common.resolve_impl(impl, query, previous)
     argmin = _local_search(impl)(query, previous, labels, num_objects, max_distance, dilation)
     return _distance(query, previous, argmin), argmin
 
 
 @_local_matching_op.register_fake
-def _(query, previous, prev_labels, num_objects, max_distance, dilation, impl):
+def _(query, previous, prev_labels, num_objects, max_distance, dilation, impl, validate=True):
     batch, _, height, width = query.shape
     dtype = common.compute_dtype(query, previous)
     return (
@@ -119,6 +121,7 @@ def global_matching(
     num_objects: int,
     *,
     impl: str = "auto",
+    validate: bool = True,
 ) -> torch.Tensor:
     """FEELVOS global matching: distance of each query pixel to the nearest reference pixel of each object.
 
@@ -131,18 +134,20 @@ def global_matching(
         ref_labels: (B, Hr, Wr) integer labels in [0, num_objects) or 255 (ignored pixel).
         num_objects: N, number of objects including the background (label 0), 1 <= N <= 255.
         impl: "auto" (Triton on CUDA, "cpu" otherwise), "reference", "cpu" or "triton".
+        validate: check every label value (one device-to-host read, a synchronisation on CUDA). False skips
+            it for labels the caller made or checked once already (see :func:`vidseg.ops._common.check_labels`).
     Returns:
         (B, N, H, W) float32 (float64 for float64 inputs). Where object o has no reference pixel in
         batch element b, the output is 1.0 (the distance's upper bound), with zero gradient.
     Raises:
-        ValueError: a label outside [0, N) other than 255 (the message names the value).
+        ValueError: a label outside [0, N) other than 255 (the message names the value), when ``validate``.
 
     Distances are evaluated exactly in fp32/fp64 for the arg-min pair, whatever the input dtype and
     however the path ranked candidates. Differentiable w.r.t. query and reference; only the arg-min
     pair receives gradient. Extra memory is bounded independently of (H*W) * (Hr*Wr): see the
     ``global_argmin`` docstring of each path (vidseg.ops.reference / cpu / triton_kernels).
     """
-    return _global_matching_op(query, reference, ref_labels, num_objects, impl)[0]
+    return _global_matching_op(query, reference, ref_labels, num_objects, impl, validate)[0]
 
 
 def local_matching(
@@ -154,6 +159,7 @@ def local_matching(
     dilation: int = 1,
     *,
     impl: str = "auto",
+    validate: bool = True,
 ) -> torch.Tensor:
     """FEELVOS local matching to the previous frame within a (2k+1) x (2k+1) window.
 
@@ -167,13 +173,14 @@ def local_matching(
         max_distance: k, the window half-size in pixels (before dilation).
         dilation: spacing between window positions.
         impl: "auto" (Triton on CUDA, "cpu" otherwise), "reference", "cpu" or "triton".
+        validate: as for :func:`global_matching`.
     Returns:
         (B, N, H, W) float32 (float64 for float64 inputs); 1.0 where no pixel of o is in the window
         (positions outside the image count as absent), with zero gradient there.
     Raises:
-        ValueError: a label outside [0, N) other than 255 (the message names the value).
+        ValueError: a label outside [0, N) other than 255 (the message names the value), when ``validate``.
 
     Exact fp32/fp64 distance of the arg-min pair, gradient to that pair only. Extra memory is bounded
     independently of (H*W)^2 and of the (2k+1)^2 * C window stack: see each path's ``local_argmin``.
     """
-    return _local_matching_op(query, previous, prev_labels, num_objects, max_distance, dilation, impl)[0]
+    return _local_matching_op(query, previous, prev_labels, num_objects, max_distance, dilation, impl, validate)[0]

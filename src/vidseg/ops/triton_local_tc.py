@@ -16,7 +16,7 @@ sub-grid in place (the class is part of the program id), no copy.
 
 Work per query pixel: (ROWS + 2k) / ROWS rows x RN columns x C channels of MMA, about 3.3e10 FLOP at
 DAVIS 480p / stride 4 / k = 15 with BX = 64, ROWS = 2 (ops.md: 5-12 us bf16 at the dense floor of the
-exact window, ~60-100 us for this design).
+exact window, ~60-100 us for this design); the defaults (BX = 32, RN = 64) halve the columns per row.
 """
 
 from __future__ import annotations
@@ -33,14 +33,18 @@ from vidseg.ops.triton_kernels import (
     channels_last_padded,
     check_indices,
     dot_settings,
+    fit_setting,
     index_buffer,
     launch,
     merge_config,
+    shared_memory_limit,
 )
 
 # RN: columns per reference chunk (BX + 2k columns are walked in chunks of RN; next_pow2(BX + 2k) when
 # larger than that is not needed). BLOCK_K: channel chunk (channels zero-padded to a multiple).
-LOCAL_TC_CONFIG = {"BX": 64, "ROWS": 2, "RN": 128, "BLOCK_K": 128, "BLOCK_O": 16, "num_warps": 8, "num_stages": 2}
+# Defaults: the best setting of the 2026-12-04 H200 sweep (fp32, N=3, k=15: 1.03 ms, 98,304 B of shared
+# memory) against 1.68 ms for the former BX=64, ROWS=2, RN=128, 8 warps (255 registers, 184 spilled).
+LOCAL_TC_CONFIG = {"BX": 32, "ROWS": 2, "RN": 64, "BLOCK_K": 128, "BLOCK_O": 16, "num_warps": 4, "num_stages": 2}
 
 
 @triton.jit(do_not_specialize=["H", "W", "N", "K", "DIL", "NUM_GROUPS"])  # see triton_kernels
@@ -160,7 +164,15 @@ def local_argmin_tc(
     batch, channels, height, width = query.shape
     device = query.device
     dtype = query.dtype if query.dtype == previous.dtype else torch.float32
-    block_k, padded = channel_block(channels, cfg["BLOCK_K"])
+    k, d = max_distance, dilation
+    bx, rows = cfg["BX"], cfg["ROWS"]
+    rn = min(cfg["RN"], max(16, triton.next_power_of_2(bx + 2 * k)))
+    block_k, _ = channel_block(channels, cfg["BLOCK_K"])
+    blocks = {"BX": bx, "ROWS": rows, "RN": rn, "BLOCK_K": block_k}
+    blocks, stages, need = fit_setting("local_tc", blocks, dtype, cfg["num_stages"], shared_memory_limit(device),
+                                       shrink_channels=not config)
+    block_k = blocks["BLOCK_K"]
+    padded = triton.cdiv(channels, block_k) * block_k
     shift = centre(previous, dtype)
     q = channels_last_padded(query, padded, dtype, shift)
     p = channels_last_padded(previous, padded, dtype, shift)
@@ -169,9 +181,6 @@ def local_argmin_tc(
     arg = index_buffer((batch, num_objects, height * width), device)
     if arg.numel() == 0:
         return arg.long()
-    k, d = max_distance, dilation
-    bx, rows = cfg["BX"], cfg["ROWS"]
-    rn = min(cfg["RN"], max(16, triton.next_power_of_2(bx + 2 * k)))
     block_o = min(cfg["BLOCK_O"], triton.next_power_of_2(num_objects))
     groups = triton.cdiv(num_objects, block_o)
     # the largest residue class is class (0, 0): ceil(H / d) x ceil(W / d)
@@ -201,7 +210,8 @@ def local_argmin_tc(
         PRECISION=precision,
         UPCAST=upcast,
         num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"],
+        num_stages=stages,
+        shared_estimate=need,
     )
     check_indices(arg, height * width, "local matching (tc)")
     return arg.long()

@@ -31,22 +31,32 @@ def bootstrapped_cross_entropy(logits: torch.Tensor, target: torch.Tensor, top_f
         logits: (B, N, H, W) float.
         target: (B, H, W) int64 in [0, N) or 255 (ignored).
         top_fraction: in (0, 1]; 1 is plain cross-entropy over the valid pixels.
+
+    A sample with no valid pixel is left out (0 with ``reduction="sum"``, not counted by "mean"); with none
+    at all the loss is a zero that still depends on the graph. Computed on the device with no host read:
+    sample b keeps its ``ceil(top_fraction * valid_b)`` hardest pixels out of one top-k over the batch.
     """
     if reduction not in SAMPLE_REDUCTIONS:
         raise ValueError(f"loss reduction must be one of {SAMPLE_REDUCTIONS}, got {reduction!r}")
+    # Ignored pixels get loss 0 here; they are kept out of the top-k below by -inf.
     pixel_loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL, reduction="none").flatten(1)
     valid = (target != IGNORE_LABEL).flatten(1)
-    losses = []
-    for sample_loss, sample_valid in zip(pixel_loss, valid, strict=True):
-        values = sample_loss[sample_valid]
-        if values.numel() == 0:
-            continue
-        k = max(1, math.ceil(top_fraction * values.numel()))
-        losses.append(values.topk(k, sorted=False).values.mean() if k < values.numel() else values.mean())
-    if not losses:  # every pixel ignored: a zero that still depends on the graph
-        return logits.sum() * 0.0
-    stacked = torch.stack(losses)
-    return stacked.sum() if reduction == "sum" else stacked.mean()
+    count = valid.sum(1)  # (B,) int64: valid pixels per sample
+    if top_fraction >= 1:
+        kept, kept_sum = count, pixel_loss.sum(1)
+    else:
+        # k_b = ceil(f * n_b) in float64, as math.ceil would compute it on the host; k_b <= n_b, so only valid
+        # pixels are kept, and k_b <= the top-k size (the same ceil of the largest possible n_b).
+        kept = torch.ceil(count.double() * top_fraction).long()
+        size = min(pixel_loss.shape[1], max(1, math.ceil(top_fraction * pixel_loss.shape[1])))
+        hardest = pixel_loss.masked_fill(~valid, float("-inf")).topk(size, dim=1).values  # (B, size), descending
+        rank = torch.arange(size, device=pixel_loss.device)
+        kept_sum = torch.where(rank[None, :] < kept[:, None], hardest, 0.0).sum(1)
+    has_pixels = count > 0
+    per_sample = torch.where(has_pixels, kept_sum / kept.clamp(min=1), 0.0)
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample.sum() / has_pixels.sum().clamp(min=1)
 
 
 def damage_labels(labels: torch.Tensor, *, probability: float, max_shift: int, max_morph: int) -> torch.Tensor:
@@ -75,7 +85,9 @@ def damage_labels(labels: torch.Tensor, *, probability: float, max_shift: int, m
         ys, yd = slice(max(0, -dy), height - max(0, dy)), slice(max(0, dy), height - max(0, -dy))
         xs, xd = slice(max(0, -dx), width - max(0, dx)), slice(max(0, dx), width - max(0, -dx))
         shifted[yd, xd] = source[ys, xs]
-        for obj in [int(o) for o in torch.unique(shifted) if int(o) > 0]:
+        # The objects still present: the one host read (a sync on CUDA) per damaged sample; the random draws
+        # that follow depend on it. The writes below are torch.where, not boolean-mask indexing (a sync each).
+        for obj in [o for o in torch.unique(shifted).tolist() if o > 0]:
             radius = int(torch.randint(0, max_morph + 1, ()))
             if radius == 0:
                 continue
@@ -83,10 +95,10 @@ def damage_labels(labels: torch.Tensor, *, probability: float, max_shift: int, m
             size = 2 * radius + 1
             if torch.rand(()) < 0.5:  # dilate over background only
                 grown = F.max_pool2d(member, size, stride=1, padding=radius)[0, 0] > 0
-                shifted[grown & (shifted == 0)] = obj
+                shifted = torch.where(grown & (shifted == 0), obj, shifted)
             else:  # erode
                 kept = -F.max_pool2d(-member, size, stride=1, padding=radius)[0, 0] > 0
-                shifted[(shifted == obj) & ~kept] = 0
+                shifted = shifted.masked_fill((shifted == obj) & ~kept, 0)
         out[b] = shifted.masked_fill(void, IGNORE_LABEL)
     return out
 
@@ -195,7 +207,8 @@ class VOSTask(pl.LightningModule):
                                           reduction=self.loss_config["reduction"])
         batch_size = batch["images"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/bootstrap_fraction", fraction, batch_size=batch_size)
+        # A CPU tensor: self.log would copy a Python number to the device, a pageable upload that syncs on CUDA.
+        self.log("train/bootstrap_fraction", torch.tensor(fraction), batch_size=batch_size)
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

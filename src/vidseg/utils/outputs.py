@@ -132,7 +132,7 @@ def check_apart(output: str | os.PathLike, inputs: Mapping[str, str | os.PathLik
                 f"{option}={output}: the output folder {how} the input {key}={given} ({source}); vidseg would write "
                 f"next to or over its own input; give another {option}=<folder> outside it")
         for name in names:
-            target = out / name
+            target = _inside(out, name)
             if _within(source, target):
                 raise OutputOverlapsInputError(
                     f"{target}: writing it would replace the input {key}={given} ({source}); give another "
@@ -226,6 +226,13 @@ def _check_output_name(name: str) -> str:
     return check_name(name, source="the output folder", what="output name")  # one component: never outside it
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name`` for one output name (checked: a single component, so never outside ``folder``)."""
+    from vidseg.data.names import checked_join
+
+    return checked_join(folder, _check_output_name(name), source="the output folder", what="output name")
+
+
 class OutputFolder:
     """An output folder locked by this run: claim names before writing them, record them once written.
 
@@ -275,7 +282,7 @@ class OutputFolder:
     # -- queries
     def written_by_vidseg(self, name: str) -> bool:
         """Whether ``name`` is absent or is the very file/folder vidseg wrote (or claimed and began to write)."""
-        identity = _identity(self.path / name)
+        identity = _identity(_inside(self.path, name))
         if identity is None:
             return True
         entry = self.entries.get(name)
@@ -297,19 +304,19 @@ class OutputFolder:
         check_apart(self.path, self.inputs, names=[*names, *fresh], option=self.option)
         foreign = [n for n in (*names, *fresh) if not self.written_by_vidseg(n)]
         if foreign and not self.overwrite:
-            shown = self.path / foreign[0]
+            shown = _inside(self.path, foreign[0])
             more = f" (and {', '.join(foreign[1:4])}{' ...' if len(foreign) > 4 else ''})" if len(foreign) > 1 else ""
             raise NotWrittenByVidsegError(
                 f"{shown}{more}: exists and was not written by vidseg; vidseg replaces only what it wrote there "
                 f"(listed in {MANIFEST_NAME}): give another {self.option}=<folder> or overwrite=true")
         for name in fresh:
             if name in foreign:
-                _remove(self.path / name)
+                _remove(_inside(self.path, name))
         for name in (*names, *fresh):
             entry = self.entries.get(name)
             if name not in self._claimed:
                 earlier = entry if entry is not None and name not in foreign else None
-                self._claimed[name] = (earlier, _identity(self.path / name))
+                self._claimed[name] = (earlier, _identity(_inside(self.path, name)))
             # id None until recorded: a run killed between writing and recording still owns what it wrote.
             self.entries[name] = {"run": self.key, "id": None}
         self._save()
@@ -317,7 +324,7 @@ class OutputFolder:
     def record(self, names: Iterable[str]) -> None:
         """Note that ``names`` (claimed earlier) now hold what this run wrote."""
         for name in names:
-            self.entries[_check_output_name(name)] = {"run": self.key, "id": _identity(self.path / name)}
+            self.entries[_check_output_name(name)] = {"run": self.key, "id": _identity(_inside(self.path, name))}
             self._claimed.pop(name, None)
         self._save()
 
@@ -332,13 +339,13 @@ class OutputFolder:
         for name, entry in list(self.entries.items()):
             if entry.get("run") != self.key or name in written:
                 continue
-            target = _resolved(self.path / name)
+            target = _resolved(_inside(self.path, name))
             if any(_within(target, _resolved(p)) or _within(_resolved(p), target) for p in self.inputs.values()):
                 continue  # this run reads it (scoring a submission in place): not stale
             earlier, at_claim = self._claimed.pop(name, (entry, None))
             foreign_untouched = earlier is None and at_claim is not None  # claimed with overwrite=true, not written
             if self.written_by_vidseg(name) and not foreign_untouched:
-                _remove(self.path / name)
+                _remove(_inside(self.path, name))
                 removed.append(name)
             del self.entries[name]  # gone, or someone else's: not vidseg's either way
         self._save()
@@ -360,7 +367,7 @@ class OutputFolder:
         """Move each of ``names`` from ``staging`` over the previous one (claimed before) and record it."""
         names = list(names)
         for name in names:
-            move_into_place(staging / name, self.path / name)
+            move_into_place(_inside(staging, name), _inside(self.path, name))
         self.record(names)
 
     def _tidy(self) -> None:
@@ -368,14 +375,14 @@ class OutputFolder:
         failed first) their earlier entry back when they are unchanged, so a failed run leaves the manifest as
         it found it."""
         for name, (earlier, at_claim) in self._claimed.items():
-            now = _identity(self.path / name)
+            now = _identity(_inside(self.path, name))
             if earlier is not None and earlier.get("id") == now:
                 self.entries[name] = earlier  # vidseg's before, untouched: as it was
             elif earlier is None and now is not None and now == at_claim:
                 self.entries.pop(name, None)  # not vidseg's before (overwrite=true), untouched: still not vidseg's
             # else: this run began writing it (a partial masks/ to resume): vidseg's, id unknown
         self._claimed.clear()
-        for name in [n for n in self.entries if _identity(self.path / n) is None]:
+        for name in [n for n in self.entries if _identity(_inside(self.path, n)) is None]:
             del self.entries[name]
         self._save()
 

@@ -179,3 +179,60 @@ def test_coco_maskrcnn_key_mapping(tmp_path):
     # another backbone does not fit: a clear error
     with pytest.raises(ValueError, match="does not fit"):
         load_coco_maskrcnn(tiny_model("image"), coco)
+
+
+@pytest.mark.parametrize("frozen_stages, frozen", [(-1, []), (0, ["conv1", "bn1"]),
+                                                   (1, ["conv1", "bn1", "layer1"]),
+                                                   (2, ["conv1", "bn1", "layer1", "layer2"])])
+def test_frozen_stages_freeze_exactly_the_stem_and_the_first_layers(frozen_stages, frozen):
+    model = build_vpsnet(variant="image", backbone={"name": "resnet18"}, num_stuff=NUM_STUFF, num_things=NUM_THINGS,
+                         flow=None, frozen_stages=frozen_stages, **TINY)
+    parts = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
+    trains = {name: any(p.requires_grad for p in getattr(model.backbone, name).parameters()) for name in parts}
+    assert trains == {name: name not in frozen for name in parts}
+    assert all(p.requires_grad for p in model.fpn.parameters())
+
+
+def test_frozen_batch_norm_follows_pretrained_weights(tmp_path):
+    # random init: trainable BN statistics; with pretrained weights (or a COCO checkpoint): frozen
+    model = build_vpsnet(variant="image", backbone={"name": "resnet18"}, num_stuff=NUM_STUFF, num_things=NUM_THINGS,
+                         flow=None, **TINY)
+    assert isinstance(model.backbone.bn1, torch.nn.BatchNorm2d)
+    path = tmp_path / "r18.pth"
+    from torchvision.models import resnet18
+
+    torch.save(resnet18().state_dict(), path)
+    pretrained = build_vpsnet(variant="image", backbone={"name": "resnet18", "weights": str(path)},
+                              num_stuff=NUM_STUFF, num_things=NUM_THINGS, flow=None, **TINY)
+    assert not isinstance(pretrained.backbone.bn1, torch.nn.BatchNorm2d)  # a frozen BN
+
+
+@pytest.mark.parametrize("variant", ["image", "fuse"])
+def test_forward_train_scores_the_target_frame_and_fuses_the_reference(variant, monkeypatch):
+    """images[:, 0] is the target (the heads see its features), images[:, 1] the reference (the Fuse module's
+    second input); the image variant never looks at the reference."""
+    model = tiny_model(variant).train()
+    batch = make_batch(2)
+    seen = {}
+    real_semantic = model.semantic_head.forward
+
+    def semantic(features):
+        seen["semantic"] = features["p2"].detach().clone()
+        return real_semantic(features)
+
+    monkeypatch.setattr(model.semantic_head, "forward", semantic)
+    if variant == "fuse":
+        hook = model.fuse.register_forward_pre_hook(
+            lambda module, args: seen.update(target=args[0]["p2"].detach().clone(),
+                                             reference=args[1]["p2"].detach().clone()))
+    model.forward_train(batch)
+    frames = model.pad(batch["images"][:, :2 if variant == "fuse" else 1])
+    with torch.no_grad():
+        expected = model.extract(model.normalize(frames.flatten(0, 1)))["p2"]
+    if variant == "image":
+        torch.testing.assert_close(seen["semantic"], expected)
+        return
+    hook.remove()
+    torch.testing.assert_close(seen["target"], expected[0::2])
+    torch.testing.assert_close(seen["reference"], expected[1::2])
+    assert not torch.allclose(seen["semantic"], expected[0::2])  # the heads see the fused target

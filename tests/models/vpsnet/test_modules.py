@@ -239,3 +239,83 @@ def test_track_head_affinity_and_loss():
     positives.load_state_dict(head.state_dict())
     torch.testing.assert_close(positives.loss([aff], [targets])["loss_track"], expected * 5 / 3)
     assert torch.isfinite(head.loss([aff[:, :1]], [torch.full((5,), -1)])["loss_track"])
+
+
+def test_deformable_conv_runs_under_cpu_autocast_in_float32():
+    """torchvision has no bfloat16 CPU deformable conv: under bf16 autocast it runs in float32 (same values)."""
+    from vidseg.models.vpsnet.semantic_head import DeformableConv
+
+    torch.manual_seed(0)
+    conv = DeformableConv(4, 6)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        reference = conv(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = conv(x.bfloat16())
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, reference, atol=0.05, rtol=0.05)  # only the bf16 input rounding differs
+
+
+@pytest.mark.parametrize("compose", [False, True])
+def test_fuse_residual_flow_one_warp_or_two(compose):
+    """Initial flow 0.5 px and a residual of 0.5 px: compose_flow warps the reference once by 1 px (exact);
+    the official path warps twice by 0.5 px (two bilinear half-pixel blurs: weights 1/4, 1/2, 1/4)."""
+    fuse = FuseModule(4, flow_hidden=(4, 4, 4), compose_flow=compose)
+    torch.nn.init.zeros_(fuse.flow_refiner.convs[-1].weight)
+    with torch.no_grad():
+        fuse.flow_refiner.convs[-1].bias.copy_(torch.tensor([0.5, 0.0]))
+    target = torch.randn(1, 4, 6, 12)
+    reference = torch.randn(1, 4, 6, 12)
+    flow = torch.zeros(1, 2, 6, 12)
+    flow[:, 0] = 0.5
+    aligned, residual = fuse.align(target, reference, flow)
+    torch.testing.assert_close(residual, flow)
+    inner = aligned[..., :-2]
+    if compose:
+        expected = reference[..., 1:-1]
+    else:
+        expected = 0.25 * reference[..., :-2] + 0.5 * reference[..., 1:-1] + 0.25 * reference[..., 2:]
+    torch.testing.assert_close(inner, expected)
+
+
+def test_fuse_adds_the_fused_map_to_every_level_max_pooled(pyramid, monkeypatch):
+    """Redistribution: P2 gets the fused map as it is, coarser levels its adaptive max pooling (official)."""
+    fuse = FuseModule(C, flow_hidden=(8, 8, 8))
+    fused = torch.randn(2, C, 16, 32)
+    monkeypatch.setattr(fuse.refine, "forward", lambda x: fused)
+    out = fuse(pyramid, pyramid, torch.zeros(2, 2, 16, 32))
+    torch.testing.assert_close(out["p2"], pyramid["p2"] + fused)
+    for k in (3, 4, 5, 6):
+        size = pyramid[f"p{k}"].shape[-2:]
+        torch.testing.assert_close(out[f"p{k}"], pyramid[f"p{k}"] + F.adaptive_max_pool2d(fused, size))
+    torch.testing.assert_close(out["p3"][0, 0, 0, 0], pyramid["p3"][0, 0, 0, 0] + fused[0, 0, :2, :2].max())
+
+
+def test_panoptic_targets_later_instances_win_overlaps_and_stuff_boundary():
+    head = UPSNetPanopticHead(2)
+    semantic = torch.tensor([[0, 1, 2, 2]])  # 2 = num_stuff: the first thing class, never a stuff target
+    masks = torch.zeros(2, 1, 4, dtype=torch.uint8)
+    masks[0, 0, 1:3] = 1
+    masks[1, 0, 2:4] = 1  # overlaps instance 0 at column 2: the later instance takes it (official)
+    assert head.targets(semantic, masks).tolist() == [[0, 2, 3, 3]]
+    assert head.targets(semantic, masks[:0]).tolist() == [[0, 1, 255, 255]]
+
+
+def test_fuse_aligns_the_reference_onto_the_target(pyramid, monkeypatch):
+    fuse = FuseModule(C, flow_hidden=(8, 8, 8))
+    target = {k: v[:1] for k, v in pyramid.items()}
+    reference = {k: v[1:] for k, v in pyramid.items()}
+    flow = torch.randn(1, 2, 16, 32)
+    seen = []
+    real_align = fuse.align
+    monkeypatch.setattr(fuse, "align", lambda t, r, f: seen.append((t, r, f)) or real_align(t, r, f))
+    attention_inputs = []
+    hook = fuse.attention.register_forward_pre_hook(lambda module, args: attention_inputs.append(args[0]))
+    fuse(target, reference, flow)
+    hook.remove()
+    (t, r, f), = seen
+    torch.testing.assert_close(t, fuse.gather(target))
+    torch.testing.assert_close(r, fuse.gather(reference))
+    torch.testing.assert_close(f, flow)
+    aligned, _ = real_align(t, r, f)
+    torch.testing.assert_close(attention_inputs[0], torch.stack([t, aligned], dim=1))  # the target is frame 0

@@ -97,3 +97,32 @@ def test_segment_ids_deterministic_per_track_and_class():
     ids2, _ = panoptic_postprocess(torch.full((4, 6), num_stuff), torch.full((4, 6), 2), torch.tensor([2]),
                                    torch.tensor([0.7]), torch.tensor([7]), num_stuff=num_stuff)
     assert (ids2 == thing_segment_id(7, 2)).all()
+
+
+def test_segment_id_ranges_at_their_ends():
+    # stuff ids 1..999 (class 998 is the last: 999 would collide with nothing but 1000 is a thing id)
+    assert stuff_segment_id(998) == 999
+    for bad in (-1, 999):
+        with pytest.raises(ValueError, match="stuff class"):
+            stuff_segment_id(bad)
+    # thing ids up to 256**3 - 1 (the largest COCO-panoptic RGB id), class 0..999
+    assert thing_segment_id(0, 0) == 1000 and thing_segment_id(0, 999) == 1999
+    assert thing_segment_id(16776, 215) == 256**3 - 1
+    with pytest.raises(ValueError, match="too large"):
+        thing_segment_id(16776, 216)
+    for track, cls in ((-1, 11), (0, -1), (0, 1000)):
+        with pytest.raises(ValueError, match="track_id >= 0"):
+            thing_segment_id(track, cls)
+
+
+def test_merge_panoptic_first_instance_channel_and_void_semantic():
+    num_stuff = 2
+    panoptic = torch.tensor([[0, 1, 2, 3]])  # stuff 0, stuff 1, instance 0 (channel num_stuff), instance 1
+    semantic = torch.tensor([[0, 1, 255, 3]])  # void under instance 0: it is no stuff majority
+    category, instance = merge_panoptic(panoptic, semantic, torch.tensor([2, 3]), num_stuff=num_stuff,
+                                        stuff_area_limit=0)
+    assert category.tolist() == [[0, 1, 2, 3]] and instance.tolist() == [[-1, -1, 0, 1]]
+    # the relabelled instance takes the stuff class its semantic majority says
+    category, instance = merge_panoptic(panoptic, torch.tensor([[0, 1, 1, 3]]), torch.tensor([2, 3]),
+                                        num_stuff=num_stuff, stuff_area_limit=0)
+    assert category.tolist() == [[0, 1, 1, 3]] and instance.tolist() == [[-1, -1, -1, 1]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from vidseg.models.vpsnet import (
@@ -108,3 +109,117 @@ def test_mask_iou_association_greedy_same_class():
     third[0, :2, 5:6] = True
     _, ids3 = associate_by_mask_iou(third, torch.tensor([11]), memory2)
     assert ids3.tolist() == [3]
+
+
+def _rows(size, *row_spans):
+    """(N, H, W) bool masks, mask k covering rows row_spans[k] = (first, last + 1) of every column 0."""
+    masks = torch.zeros(len(row_spans), *size, dtype=torch.bool)
+    for m, (r0, r1) in zip(masks, row_spans, strict=True):
+        m[r0:r1, 0] = True
+    return masks
+
+
+def test_mask_iou_association_needs_more_than_the_threshold():
+    # previous instance: rows 0..1 of column 0 (2 px); IoU 2/4 = 0.5 exactly is not enough (IoU > 0.5)
+    size = (8, 2)
+    memory, ids = associate_by_mask_iou(_rows(size, (0, 2)), torch.tensor([11]), MaskTrackMemory.empty(size))
+    assert ids.tolist() == [0]
+    _, at_half = associate_by_mask_iou(_rows(size, (0, 4)), torch.tensor([11]), memory)
+    assert at_half.tolist() == [1]
+    _, above = associate_by_mask_iou(_rows(size, (0, 3)), torch.tensor([11]), memory)  # IoU 2/3
+    assert above.tolist() == [0]
+    # the threshold is a parameter: at 0.7, IoU 2/3 starts a new track; at 0.4, IoU 0.5 continues
+    _, strict = associate_by_mask_iou(_rows(size, (0, 3)), torch.tensor([11]), memory, iou_threshold=0.7)
+    assert strict.tolist() == [1]
+    _, loose = associate_by_mask_iou(_rows(size, (0, 4)), torch.tensor([11]), memory, iou_threshold=0.4)
+    assert loose.tolist() == [0]
+
+
+def test_mask_iou_new_ids_continue_from_next_id_not_from_the_track_count():
+    # the image variant's memory holds only the previous frame: ids of tracks that left the frame are gone
+    # from it but never handed out again
+    size = (8, 2)
+    memory = MaskTrackMemory.empty(size)
+    memory, ids = associate_by_mask_iou(_rows(size, (0, 2), (4, 6)), torch.tensor([11, 12]), memory)
+    assert ids.tolist() == [0, 1] and memory.next_id == 2 and memory.ids.tolist() == [0, 1]
+    memory, ids = associate_by_mask_iou(_rows(size, (4, 6)), torch.tensor([12]), memory)  # track 0 leaves
+    assert ids.tolist() == [1] and memory.next_id == 2 and memory.ids.tolist() == [1]
+    memory, ids = associate_by_mask_iou(_rows(size, (0, 2), (4, 6)), torch.tensor([11, 12]), memory)
+    assert ids.tolist() == [2, 1] and memory.next_id == 3  # the returning object is new: id 2, not 0 or 1
+    assert memory.track_map[:, 0].tolist() == [2, 2, -1, -1, 1, 1, -1, -1]
+    assert memory.labels.tolist() == [11, 12]
+    # no instance at all: an empty memory that still remembers the next id
+    memory, ids = associate_by_mask_iou(_rows(size), torch.zeros(0, dtype=torch.int64), memory)
+    assert ids.tolist() == [] and len(memory) == 0 and memory.next_id == 3
+    _, ids = associate_by_mask_iou(_rows(size, (0, 2)), torch.tensor([11]), memory)
+    assert ids.tolist() == [3]
+
+
+def test_association_log_softmax_is_over_each_detections_tracks():
+    # two detections: each row is normalised over its own columns (new + tracks), not across detections
+    affinity = torch.tensor([[0.0, 3.0], [0.0, -1.0]])
+    boxes = torch.tensor([BOX_B, BOX_B])
+    scores = association_scores(affinity, torch.tensor([1.0, 1.0]), boxes, torch.tensor([11, 11]),
+                                torch.tensor([BOX_A]), torch.tensor([11]))
+    torch.testing.assert_close(scores, torch.log_softmax(affinity, dim=1) + 10.0)
+    assert assign_tracks(scores).tolist() == [0, -1]
+
+
+def test_max_tracks_forgets_the_least_recently_seen_and_never_reuses_their_ids():
+    feats = torch.eye(3)
+    boxes = torch.tensor([BOX_A, BOX_B, [40.0, 0.0, 50.0, 10.0]])
+    labels = torch.tensor([11, 12, 13])
+    # frame 0: three new tracks 0, 1, 2; at most 2 are kept: all seen now, the first ones win the tie
+    memory, ids = update_tracks(TrackMemory.empty(3), torch.tensor([-1, -1, -1]), feats, boxes, labels,
+                                max_tracks=2)
+    assert ids.tolist() == [0, 1, 2]
+    assert memory.ids.tolist() == [0, 1] and memory.last_seen.tolist() == [0, 0] and memory.next_id == 3
+    assert memory.labels.tolist() == [11, 12] and memory.frame == 1
+    torch.testing.assert_close(memory.features, feats[:2])
+    # frame 1: detection 0 continues track index 1 (id 1), detection 1 is new: id 3 (2 was forgotten, not free)
+    memory, ids = update_tracks(memory, torch.tensor([1, -1]), feats[:2] * 2, boxes[:2], labels[:2], max_tracks=2)
+    assert ids.tolist() == [1, 3]
+    assert memory.ids.tolist() == [1, 3] and memory.last_seen.tolist() == [1, 1] and memory.next_id == 4
+    torch.testing.assert_close(memory.features, feats[:2] * 2)
+    # frame 2: track id 3 (index 1) seen again, one more new track; id 1 (seen at frame 1) is the oldest
+    memory, ids = update_tracks(memory, torch.tensor([1, -1]), feats[:2], boxes[:2], labels[:2], max_tracks=2)
+    assert ids.tolist() == [3, 4]
+    assert memory.ids.tolist() == [3, 4] and memory.last_seen.tolist() == [2, 2] and memory.next_id == 5
+    assert memory.labels.tolist() == [12, 12] and memory.frame == 3  # a track keeps its first class
+    # frame 3: nothing detected: the memory keeps its tracks and ages
+    memory, ids = update_tracks(memory, torch.zeros(0, dtype=torch.int64), torch.zeros(0, 3), torch.zeros(0, 4),
+                                torch.zeros(0, dtype=torch.int64), max_tracks=2)
+    assert ids.tolist() == [] and memory.ids.tolist() == [3, 4] and memory.next_id == 5 and memory.frame == 4
+    # a matched old track is kept over a newer unmatched one: recency is the frame last seen, not creation
+    memory, ids = update_tracks(memory, torch.tensor([0, -1]), feats[:2], boxes[:2], labels[:2], max_tracks=2)
+    assert ids.tolist() == [3, 5] and memory.ids.tolist() == [3, 5] and memory.last_seen.tolist() == [4, 4]
+
+
+def test_max_tracks_none_keeps_every_track():
+    memory = TrackMemory.empty(2)
+    for _ in range(3):
+        memory, _ = update_tracks(memory, torch.tensor([-1, -1]), torch.eye(2), torch.tensor([BOX_A, BOX_B]),
+                                  torch.tensor([11, 12]))
+    assert memory.ids.tolist() == [0, 1, 2, 3, 4, 5] and memory.last_seen.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_track_loss_normalizers():
+    from vidseg.models.vpsnet import TrackHead
+
+    # one image, 4 sampled RoIs, 2 scored (targets 1 and 0), 2 negatives (-1)
+    aff = torch.tensor([[0.0, 2.0], [1.0, 0.0], [5.0, -5.0], [3.0, 3.0]])
+    tgt = torch.tensor([1, 0, -1, -1])
+    summed = float(torch.nn.functional.cross_entropy(aff[:2], tgt[:2], reduction="sum"))
+    sampled = TrackHead(4, roi_size=1, hidden=4, loss_normalizer="sampled").loss([aff], [tgt])["loss_track"]
+    positives = TrackHead(4, roi_size=1, hidden=4, loss_normalizer="positives").loss([aff], [tgt])["loss_track"]
+    assert float(sampled) == pytest.approx(0.5 * summed / 4)
+    assert float(positives) == pytest.approx(0.5 * summed / 2)
+
+
+def test_mask_iou_association_never_crosses_classes():
+    size = (8, 2)
+    memory, _ = associate_by_mask_iou(_rows(size, (0, 4)), torch.tensor([11]), MaskTrackMemory.empty(size))
+    _, ids = associate_by_mask_iou(_rows(size, (0, 4)), torch.tensor([12]), memory)  # IoU 1, another class
+    assert ids.tolist() == [1]
+    _, ids = associate_by_mask_iou(_rows(size, (0, 4)), torch.tensor([11]), memory)
+    assert ids.tolist() == [0]

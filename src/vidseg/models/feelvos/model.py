@@ -9,9 +9,15 @@ objects. The model works on feature-resolution tensors; frames and files are the
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.segmentation.deeplabv3 import ASPPPooling
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.misc import Conv2dNormActivation
 
 from vidseg.backbones import build_deeplabv3plus
 from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN, IMAGENET_STD
@@ -266,10 +272,12 @@ class FEELVOS(nn.Module):
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB frames (B, 3, H, W) uint8 or float in [0, 255] -> features (B, Cd, h, w), embedding (B, E, h, w).
 
-        (h, w) = (ceil(H / 4), ceil(W / 4)).
+        (h, w) = (ceil(H / 4), ceil(W / 4)). Normalisation is in fp32; the result is cast to the network's
+        weight dtype (fp32 unless its weights were cast once, :func:`inference_copy`). The input's memory
+        format (e.g. channels_last) is kept.
         """
-        x = (images.float() - self.pixel_mean) / self.pixel_std
-        features = self.feature_extractor(x)
+        x = (images.float() - self.pixel_mean.float()) / self.pixel_std.float()
+        features = self.feature_extractor(x.to(self.embedding_head.pointwise.weight.dtype))
         return features, self.embedding_head(features)
 
     def segment(
@@ -280,7 +288,9 @@ class FEELVOS(nn.Module):
         ref_labels: torch.Tensor,
         prev_embedding: torch.Tensor,
         prev_labels: torch.Tensor,
-        num_objects: torch.Tensor,
+        num_objects: torch.Tensor | int,
+        *,
+        validate: bool = True,
     ) -> torch.Tensor:
         """Per-object logits of the current frame at feature resolution.
 
@@ -294,16 +304,20 @@ class FEELVOS(nn.Module):
             ref_labels: (B, Hr, Wr) int64 reference labels in [0, N) or 255.
             prev_embedding: (B, E, h, w) previous-frame embedding.
             prev_labels: (B, h, w) int64 previous-frame labels in [0, N) or 255 (255: no object, all-zero one-hot).
-            num_objects: (B,) int64 foreground objects per sample; N = max(num_objects) + 1.
+            num_objects: (B,) int64 foreground objects per sample; N = max(num_objects) + 1. A Python int
+                means every sample has that many (inference): no device read of the count, no masking.
+            validate: check the label values in the matching ops (a device-to-host read each); inference
+                checks a session's labels once (its first frame), then passes False.
         Returns:
             logits (B, N, h, w) float; slots beyond a sample's object count hold ABSENT_LOGIT.
         """
         batch, _, h, w = features.shape
-        n = int(num_objects.max()) + 1
-        global_dist = global_matching(embedding, ref_embedding, ref_labels, n, impl=self.matching_impl)
+        n = (num_objects if isinstance(num_objects, int) else int(num_objects.max())) + 1
+        global_dist = global_matching(embedding, ref_embedding, ref_labels, n, impl=self.matching_impl,
+                                      validate=validate)
         local_dist = local_matching(
             embedding, prev_embedding, prev_labels, n, self.local_max_distance, self.local_dilation,
-            impl=self.matching_impl,
+            impl=self.matching_impl, validate=validate,
         )
         feedback = one_hot_probabilities(prev_labels, n)
         per_object = torch.cat(
@@ -315,6 +329,10 @@ class FEELVOS(nn.Module):
             ],
             dim=2,
         )  # (B, N, Cd + 3, h, w)
+        if isinstance(num_objects, int) or batch == 1:
+            # Every slot is present: no boolean-mask indexing (data-dependent shapes, a host sync on CUDA and
+            # a graph break under torch.compile).
+            return self.head(per_object.flatten(0, 1))[:, 0].float().unflatten(0, (batch, n))
         # Only the slots a sample has go through the shared head (one batch of M = sum(num_objects + 1)
         # objects): padded slots never cost compute nor enter a BatchNorm head's statistics.
         present = torch.arange(n, device=features.device)[None, :] <= num_objects.to(features.device)[:, None]
@@ -347,3 +365,146 @@ class FEELVOS(nn.Module):
             features[:, 2], embedding[:, 2], ref_emb, ref_lab, embedding[:, 1], labels[:, 1], num_objects,
         )
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def track_step(
+    model: FEELVOS,
+    images: torch.Tensor,
+    size: tuple[int, int],
+    ref_embedding: torch.Tensor,
+    ref_labels: torch.Tensor,
+    prev_embedding: torch.Tensor,
+    prev_labels: torch.Tensor,
+    num_objects: int,
+    *,
+    validate: bool = False,
+    matching_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One inference frame of ``model`` (embed, match, head, upsample, arg-max), all on the frame's device.
+
+    With ``validate=False`` it reads nothing back to the host and has no data-dependent shape, so
+    ``torch.compile(fullgraph=True)`` captures it whole (the matching ops are opaque custom ops) and
+    CUDA graphs can replay it. :class:`vidseg.inference.vos.VOSSession` calls it once per frame. It uses
+    only the inference contract (``embed``, ``segment``, ``size_divisor``), so stand-in models work too.
+
+    Args:
+        images: (B, 3, Hp, Wp) uint8 frames already padded to a multiple of ``model.size_divisor`` (any memory
+            format: a channels_last input keeps a channels_last network in that layout).
+        size: (H, W) of the frames before padding.
+        ref_embedding, ref_labels, prev_embedding, prev_labels: as :meth:`FEELVOS.segment`.
+        num_objects: foreground objects (a Python int: N = num_objects + 1 slots, all present).
+        validate: check label values in the matching ops (a host read; the session's first frame only).
+        matching_dtype: dtype the embedding is cast to before matching (and returned in); None keeps the
+            network's (bf16 for bf16 weights or under bf16 autocast: the ops rank bf16 values exactly and
+            evaluate the arg-min pair's distance in fp32).
+    Returns:
+        labels (B, H, W) int64 internal labels (arg-max over the N slots of the upsampled logits);
+        embedding (B, E, h, w) of this frame; feature_labels (B, h, w) int64: ``labels`` padded with 255
+        and nearest-downsampled to (h, w), the next frame's ``prev_labels``.
+    """
+    features, embedding = model.embed(images)
+    if matching_dtype is not None:
+        embedding = embedding.to(matching_dtype)
+    logits = model.segment(features, embedding, ref_embedding, ref_labels, prev_embedding, prev_labels,
+                           num_objects, validate=validate).float()
+    full = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    labels = full[..., : size[0], : size[1]].argmax(1)
+    padded = pad_to_multiple(labels, model.size_divisor, value=IGNORE_LABEL)
+    return labels, embedding, downsample_labels(padded, tuple(embedding.shape[-2:]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inference-only transforms (see VOSPredictor's ``fast`` option)
+
+
+def _is_foldable_norm(module: nn.Module) -> bool:
+    # Exact types only: subclasses such as timm's BatchNormAct2d add an activation that folding would drop.
+    if type(module) is FrozenBatchNorm2d:
+        return True
+    return type(module) is nn.BatchNorm2d and not module.training and module.running_mean is not None
+
+
+def _folded_conv(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
+    """A new Conv2d computing norm(conv(x)) for an eval-mode/frozen BatchNorm (the inputs are left untouched)."""
+    weight = norm.weight if norm.weight is not None else torch.ones_like(norm.running_mean)
+    bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)
+    scale = weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    conv_bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    fused = copy.deepcopy(conv)
+    fused.weight = nn.Parameter((conv.weight.double() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype),
+                                requires_grad=False)
+    fused.bias = nn.Parameter(((conv_bias - norm.running_mean.double()) * scale + bias.double())
+                              .to(conv.weight.dtype), requires_grad=False)
+    return fused
+
+
+# Modules whose forward applies conv{i} then bn{i} directly (torchvision's ResNet blocks and vidseg's stem).
+_NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+
+
+def _named_pair_module(module: nn.Module) -> bool:
+    from vidseg.backbones.resnet import ResNetBackbone
+
+    return isinstance(module, (BasicBlock, Bottleneck, ResNetBackbone))
+
+
+def _sequential_in_order(module: nn.Module) -> bool:
+    # A Sequential whose forward runs its children one after another (ASPPPooling resizes after the chain).
+    return isinstance(module, nn.Sequential) and (type(module).forward is nn.Sequential.forward
+                                                  or isinstance(module, (ASPPPooling, Conv2dNormActivation)))
+
+
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold every eval-mode or frozen BatchNorm that directly follows a Conv2d into that conv, in place.
+
+    Pairs are found where the order is known: consecutive children of a Sequential (torchvision's
+    Conv2dNormActivation, ASPP, MobileNetV3 blocks, the head's SeparableConv) and conv{i}/bn{i} of ResNet
+    blocks and stems. Each folded conv is a new module with new parameters (W * s, (b - mean) * s + beta,
+    s = gamma / sqrt(var + eps), computed in fp64), and the BatchNorm becomes an Identity, so the result
+    equals the original up to float rounding. Other norms stay as they are. Call it on a copy in eval mode
+    (:func:`inference_copy`): the caller's modules are replaced, never their tensors. Returns the count folded.
+    """
+    folded = 0
+    for parent in list(module.modules()):
+        if _sequential_in_order(parent):
+            names = list(parent._modules)
+            for first, second in zip(names, names[1:], strict=False):
+                conv, norm = parent._modules[first], parent._modules[second]
+                if (type(conv) is nn.Conv2d and _is_foldable_norm(norm)
+                        and conv.out_channels == norm.running_mean.numel()):
+                    parent._modules[first] = _folded_conv(conv, norm)
+                    parent._modules[second] = nn.Identity()
+                    folded += 1
+        elif _named_pair_module(parent):
+            for conv_name, norm_name in _NAMED_PAIRS:
+                conv, norm = getattr(parent, conv_name, None), getattr(parent, norm_name, None)
+                if type(conv) is nn.Conv2d and norm is not None and _is_foldable_norm(norm):
+                    setattr(parent, conv_name, _folded_conv(conv, norm))
+                    setattr(parent, norm_name, nn.Identity())
+                    folded += 1
+    return folded
+
+
+def inference_copy(model: FEELVOS, *, fold_bn: bool = True, channels_last: bool = False,
+                   dtype: torch.dtype | None = None) -> FEELVOS:
+    """An eval-mode copy of ``model`` prepared for inference; ``model`` and its tensors are left unchanged
+    (validation runs a predictor on the network being trained, which shares its parameters).
+
+    Args:
+        fold_bn: fold eval/frozen BatchNorms into the preceding convs (:func:`fold_batch_norms`; equal up to
+            float rounding).
+        channels_last: parameters in channels_last memory format (feed channels_last frames too).
+        dtype: cast the weights once (e.g. torch.bfloat16) instead of autocasting every frame. The pixel
+            normalisation stays fp32 (:meth:`FEELVOS.embed` casts its result to the weight dtype) and
+            :meth:`FEELVOS.segment` returns fp32 logits.
+    """
+    out = copy.deepcopy(model).eval().requires_grad_(False)
+    if fold_bn:
+        fold_batch_norms(out)
+    if dtype is not None:
+        mean, std = out.pixel_mean, out.pixel_std
+        out = out.to(dtype)
+        out.pixel_mean, out.pixel_std = mean, std  # normalisation constants keep fp32
+    if channels_last:
+        out = out.to(memory_format=torch.channels_last)
+    return out

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from vidseg.backbones import FPN, get_backbone
+from vidseg.backbones.base import read_state_dict
 from vidseg.models.vpsnet.detector import build_detector
 from vidseg.models.vpsnet.flow import build_flow
 from vidseg.models.vpsnet.fuse import FuseModule
@@ -154,9 +154,9 @@ def load_coco_maskrcnn(model: VPSNet, state_dict: Mapping[str, Tensor] | str | o
         if not Path(state_dict).is_file():
             raise FileNotFoundError(f"COCO Mask R-CNN checkpoint {source!r} does not exist; expected a state dict "
                                     "of torchvision's maskrcnn_resnet50_fpn (torch.save(model.state_dict(), path))")
-        state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
-        if isinstance(state_dict, Mapping) and "model" in state_dict and isinstance(state_dict["model"], Mapping):
-            state_dict = state_dict["model"]  # torchvision reference scripts save {"model": ..., ...}
+        # torchvision reference scripts save {"model": ..., ...}
+        state_dict = read_state_dict(state_dict, what="COCO Mask R-CNN checkpoint", key="model.net.coco_checkpoint",
+                                     unwrap="model")
     own = model.state_dict()
     loaded: dict[str, Tensor] = {}
     skipped, unexpected, mismatched = [], [], []

@@ -10,7 +10,11 @@ seen at target position p is at p + flow(p) (channel 0 horizontal, 1 vertical), 
 
 - :class:`RAFTFlow` (the paper's role, filled by torchvision's RAFT instead of FlowNet2): full-resolution flow,
   bilinearly resized to stride 4 and scaled by 0.25 as the official code does with FlowNet2. Frozen (eval mode,
-  no gradients) when pretrained weights are given, as FlowNet2 is; trained with the rest otherwise.
+  no gradients) when pretrained weights are given, as FlowNet2 is; trained with the rest otherwise. Its
+  forward (:mod:`vidseg.models.vpsnet.raft`) has no host copies per iteration, upsamples only the last update,
+  and can take the reference frame's encoder features from the previous frame (``keeps_encoding``:
+  ``forward(target, reference, reference_encoding=None, *, return_encoding=False)``, which VPSNet's
+  inference state uses).
 - :class:`TinyFlow` (an option that differs from the paper, for CPU tests and the demo): a small trainable
   correlation network computed directly at stride 4; it starts as zero flow.
 - ``build_flow(name="none")`` returns None: the model then uses zero initial flow.
@@ -26,12 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum, optical_flow
 
-from vidseg.backbones.base import resolve_weights
+from vidseg.backbones.base import read_state_dict, resolve_weights
+from vidseg.models.vpsnet.raft import CORRELATION_PRECISIONS, matmul_precision, pair, raft_flow
 from vidseg.ops import correlation
 
 FLOW_STRIDE = 4
 RAFT_MIN_SIZE = 128
 FLOW_NAMES = ("raft_small", "raft_large", "tiny", "none")
+RAFT_IMPLEMENTATIONS = ("vidseg", "torchvision")
 
 
 def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
@@ -39,24 +45,59 @@ def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
     same factors (x0.25 for full resolution -> P2)."""
     height, width = flow.shape[-2:]
     out = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
-    scale = torch.tensor([size[1] / width, size[0] / height], dtype=flow.dtype, device=flow.device)
+    scale = pair(size[1] / width, size[0] / height, flow.device).to(flow.dtype)  # no host copy
     return out * scale.view(1, 2, 1, 1)
 
 
 class RAFTFlow(nn.Module):
     """torchvision RAFT wrapped to the module contract above.
 
+    With ``implementation="vidseg"`` (default) the forward is :func:`vidseg.models.vpsnet.raft.raft_flow`:
+    the same network, weights, iterations and resolution as torchvision's forward and the same flow to float
+    rounding, with no host copies in the update loop and only the last update upsampled. It can also reuse the
+    reference frame's feature-encoder output (``reference_encoding``, see :meth:`forward`), which the VPSNet
+    inference state keeps from the previous frame. ``implementation="torchvision"`` calls ``RAFT.forward``
+    itself (the reference the tests and ``bench/vpsnet_fps.py`` compare against).
+
     Args:
         raft: a torchvision ``RAFT`` (raft_small / raft_large).
-        num_flow_updates: RAFT's recurrent iterations (12, torchvision's default).
+        num_flow_updates: RAFT's recurrent iterations (12, torchvision's default; fewer is a speed option that
+            changes the flow).
         frozen: keep RAFT in eval mode without gradients (True when pretrained weights were loaded).
+        implementation: "vidseg" or "torchvision" (see above).
+        precision: the correlation matmul: "32" (exact, default), "tf32" (CUDA TF32) or "bf16" (bf16 inputs,
+            fp32 accumulation and output); both change the flow slightly. Under bf16 autocast the matmul runs in
+            bf16 whatever this says (autocast casts it, as it does torchvision's).
+        compile: on CUDA, without gradients, run the flow through ``torch.compile(mode="reduce-overhead",
+            fullgraph=True)`` (CUDA graphs, one per frame size; the first frames of a size compile). Ignored on
+            the CPU and while training.
+        downsample: 1 (default, the paper's full resolution), 2 or 4: run RAFT on frames resized by 1/downsample
+            (a speed option that changes the flow; padded sizes are multiples of 32, so H/4 stays a multiple of 8).
     """
 
-    def __init__(self, raft: nn.Module, *, num_flow_updates: int = 12, frozen: bool = False) -> None:
+    keeps_encoding = True  # forward(..., reference_encoding=, return_encoding=) is supported (see VPSNet)
+
+    def __init__(self, raft: nn.Module, *, num_flow_updates: int = 12, frozen: bool = False,
+                 implementation: str = "vidseg", precision: str = "32", compile: bool = False,
+                 downsample: int = 1) -> None:
         super().__init__()
+        if implementation not in RAFT_IMPLEMENTATIONS:
+            raise ValueError(f"flow implementation must be one of {RAFT_IMPLEMENTATIONS}, got {implementation!r}")
+        if precision not in CORRELATION_PRECISIONS:
+            raise ValueError(f"flow precision must be one of {CORRELATION_PRECISIONS}, got {precision!r}")
+        if implementation == "torchvision" and (precision != "32" or compile):
+            raise ValueError("flow precision and compile need implementation='vidseg' (torchvision's RAFT forward "
+                             "has neither)")
+        if downsample not in (1, 2, 4):
+            raise ValueError(f"flow downsample must be 1, 2 or 4, got {downsample!r}")
         self.raft = raft
         self.num_flow_updates = num_flow_updates
         self.frozen = frozen
+        self.implementation = implementation
+        self.precision = precision
+        self.compile = compile
+        self.downsample = downsample
+        self._compiled = None  # the torch.compile'd _flow, built on first use on CUDA
         if frozen:
             self.raft.requires_grad_(False)
             self.raft.eval()
@@ -67,18 +108,67 @@ class RAFTFlow(nn.Module):
             self.raft.eval()  # a frozen RAFT never updates its BatchNorm statistics
         return self
 
-    def forward(self, target: Tensor, reference: Tensor) -> Tensor:
-        height, width = target.shape[-2:]
+    def _prepare(self, frames: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> RAFT's input: [-1, 1], resized by 1/downsample, padded to >= 128 px."""
+        if self.downsample > 1:
+            frames = F.interpolate(frames, scale_factor=1 / self.downsample, mode="bilinear", align_corners=False,
+                                   antialias=True)
+        frames = frames * 2 - 1  # RAFT expects RGB in [-1, 1]
+        height, width = frames.shape[-2:]
         # RAFT's correlation pyramid needs >= 128 px per side: pad small frames (replicate) and crop the flow
         pad_h, pad_w = max(RAFT_MIN_SIZE - height, 0), max(RAFT_MIN_SIZE - width, 0)
-        frames = torch.cat([target, reference]) * 2 - 1  # RAFT expects RGB in [-1, 1]
         if pad_h or pad_w:
             frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
-        tgt, ref = frames.chunk(2)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            flows = self.raft(tgt, ref, num_flow_updates=self.num_flow_updates)
-        flow = flows[-1][..., :height, :width]
-        return resize_flow(flow, (height // FLOW_STRIDE, width // FLOW_STRIDE))
+        return frames
+
+    def _flow(self, target: Tensor, reference: Tensor, reference_encoding: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The vidseg forward: (flow at P2, the target's RAFT features)."""
+        height, width = target.shape[-2:]
+        if reference_encoding is None:
+            frames = self._prepare(torch.cat([target, reference]))
+            tgt, ref = frames.chunk(2)
+            flow, encoding = raft_flow(self.raft, tgt, ref, num_flow_updates=self.num_flow_updates,
+                                       precision=self.precision)
+        else:
+            flow, encoding = raft_flow(self.raft, self._prepare(target), fmap2=reference_encoding,
+                                       num_flow_updates=self.num_flow_updates, precision=self.precision)
+        flow = flow[..., : height // self.downsample, : width // self.downsample]
+        return resize_flow(flow, (height // FLOW_STRIDE, width // FLOW_STRIDE)), encoding
+
+    def forward(self, target: Tensor, reference: Tensor, reference_encoding: Tensor | None = None, *,
+                return_encoding: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+        """target, reference: (B, 3, H, W) float RGB in [0, 1] -> flow (B, 2, H/4, W/4) (module contract).
+
+        reference_encoding: the reference frame's RAFT features, as returned with ``return_encoding=True`` by
+        the call where that frame was the target (same size, same module); the reference image is then not
+        encoded again (exact: RAFT's feature encoder normalises each sample on its own; implementation=
+        "torchvision" ignores it). return_encoding: also return the target's features (B, C, H/8, W/8) (None
+        with implementation="torchvision")."""
+        if reference.shape != target.shape:
+            raise ValueError(f"flow frames must have one shape, got target {tuple(target.shape)} and reference "
+                             f"{tuple(reference.shape)}")
+        grad = torch.is_grad_enabled() and not self.frozen
+        if self.implementation == "torchvision":  # encodes both frames whatever reference_encoding holds
+            height, width = target.shape[-2:]
+            frames = self._prepare(torch.cat([target, reference]))
+            tgt, ref = frames.chunk(2)
+            with torch.set_grad_enabled(grad):
+                flows = self.raft(tgt, ref, num_flow_updates=self.num_flow_updates)
+            flow = flows[-1][..., : height // self.downsample, : width // self.downsample]
+            flow = resize_flow(flow, (height // FLOW_STRIDE, width // FLOW_STRIDE))
+            return (flow, None) if return_encoding else flow
+        with torch.set_grad_enabled(grad), matmul_precision(self.precision):
+            if self.compile and target.device.type == "cuda" and not torch.is_grad_enabled():
+                if self._compiled is None:
+                    self._compiled = torch.compile(self._flow, mode="reduce-overhead", fullgraph=True,
+                                                   dynamic=False)
+                torch.compiler.cudagraph_mark_step_begin()
+                flow, encoding = self._compiled(target, reference, reference_encoding)
+                # CUDA graph outputs are overwritten by the next replay: the caller keeps both past it
+                flow, encoding = flow.clone(), encoding.clone()
+            else:
+                flow, encoding = self._flow(target, reference, reference_encoding)
+        return (flow, encoding) if return_encoding else flow
 
 
 class TinyFlow(nn.Module):
@@ -119,6 +209,10 @@ def build_flow(
     num_flow_updates: int = 12,
     frozen: bool | None = None,
     channels: int = 32,
+    implementation: str = "vidseg",
+    precision: str = "32",
+    compile: bool = False,
+    downsample: int = 1,
 ) -> nn.Module | None:
     """The initial-flow module by name (see the module docstring); ``name="none"`` gives None (zero flow).
 
@@ -127,14 +221,20 @@ def build_flow(
             on first use) or a local state-dict file of torchvision's RAFT.
         frozen: None = frozen exactly when weights are given.
         channels (tiny only): encoder width.
+        implementation, precision, compile, downsample (RAFT only): see :class:`RAFTFlow`; the defaults are the
+            paper's flow (full resolution, fp32 correlation), computed without per-iteration host copies.
     """
     if name not in FLOW_NAMES:
         raise ValueError(f"flow name must be one of {FLOW_NAMES}, got {name!r}")
+    precision = str(precision)  # a command-line override model.net.flow.precision=32 arrives as an int
     if name == "none":
         return None
     if name == "tiny":
         if weights is not None:
             raise ValueError("flow name 'tiny' has no pretrained weights; use weights=None")
+        if (implementation, precision, compile, downsample) != ("vidseg", "32", False, 1):
+            raise ValueError("flow options implementation/precision/compile/downsample are RAFT's; the 'tiny' flow "
+                             "network has none of them")
         return TinyFlow(channels=channels, search_range=4)
     builder, enum = {
         "raft_small": (optical_flow.raft_small, optical_flow.Raft_Small_Weights),
@@ -148,5 +248,6 @@ def build_flow(
                 f"flow weights file {str(resolved)!r} does not exist; expected a state dict of torchvision's "
                 f"{name} or one of the {enum.__name__} names: {', '.join(enum.__members__)}"
             )
-        raft.load_state_dict(torch.load(resolved, map_location="cpu", weights_only=True))
-    return RAFTFlow(raft, num_flow_updates=num_flow_updates, frozen=weights is not None if frozen is None else frozen)
+        raft.load_state_dict(read_state_dict(resolved, what="flow weights file", key="model.net.flow.weights"))
+    return RAFTFlow(raft, num_flow_updates=num_flow_updates, frozen=weights is not None if frozen is None else frozen,
+                    implementation=implementation, precision=precision, compile=compile, downsample=downsample)

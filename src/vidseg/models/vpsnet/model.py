@@ -50,7 +50,9 @@ class VPSState:
     """What one video's inference keeps between frames (constant size in video length).
 
     image: (1, 3, Hp, Wp) uint8 padded previous frame (the flow network's reference); features: its FPN
-    levels before fusion {"p2".."p6"}: (1, C, h, w) (the Fuse module's reference); tracks: the learned
+    levels before fusion {"p2".."p6"}: (1, C, h, w) (the Fuse module's reference); flow_encoding: the flow
+    network's encoding of that frame (RAFT's feature-encoder output (1, C, Hp/8, Wp/8), reused as the
+    reference's; None for flow networks that keep none); tracks: the learned
     association's :class:`TrackMemory`; mask_tracks: the image variant's :class:`MaskTrackMemory`;
     frame_index: frames seen; size: (H, W) of the video's frames. A fresh ``VPSState()`` starts a video (its
     first frame is its own reference). Fields a variant does not use stay None.
@@ -58,6 +60,7 @@ class VPSState:
 
     image: Tensor | None = None
     features: dict[str, Tensor] | None = None
+    flow_encoding: Tensor | None = None
     tracks: TrackMemory | None = None
     mask_tracks: MaskTrackMemory | None = None
     frame_index: int = 0
@@ -178,12 +181,16 @@ class VPSNet(nn.Module):
         """(B, 3, Hp, Wp) normalised -> FPN {"p2".."p6"}: (B, C, Hp / 2^k, Wp / 2^k)."""
         return self.fpn(self.backbone(normalized))
 
-    def initial_flow(self, target: Tensor, reference: Tensor, size: tuple[int, int]) -> Tensor:
-        """(B, 3, Hp, Wp) uint8 frames -> (B, 2, h2, w2) flow target -> reference in P2 pixels (zero without
-        a flow network)."""
+    def initial_flow(self, target: Tensor, reference: Tensor, size: tuple[int, int],
+                     reference_encoding: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(B, 3, Hp, Wp) uint8 frames -> ((B, 2, h2, w2) flow target -> reference in P2 pixels (zero without
+        a flow network), the target's flow encoding or None). ``reference_encoding``: the encoding this returned
+        when ``reference`` was the target (flow networks with ``keeps_encoding``, e.g. RAFT; exact reuse)."""
         if self.flow is None:
-            return torch.zeros(target.shape[0], 2, *size, device=target.device)
-        return self.flow(target.float() / 255, reference.float() / 255)
+            return torch.zeros(target.shape[0], 2, *size, device=target.device), None
+        if not getattr(self.flow, "keeps_encoding", False):
+            return self.flow(target.float() / 255, reference.float() / 255), None
+        return self.flow(target.float() / 255, reference.float() / 255, reference_encoding, return_encoding=True)
 
     def to_detector_labels(self, labels: Tensor) -> Tensor:
         """Class ids of things -> detector labels 1..num_things."""
@@ -214,7 +221,7 @@ class VPSNet(nn.Module):
         target = {k: v[0::num_frames] for k, v in features.items()}
         reference = {k: v[1::num_frames] for k, v in features.items()} if with_reference else None
         if self.fuse is not None:
-            flow = self.initial_flow(frames[:, 0], frames[:, 1], tuple(target["p2"].shape[-2:]))
+            flow, _ = self.initial_flow(frames[:, 0], frames[:, 1], tuple(target["p2"].shape[-2:]))
             target = self.fuse(target, reference, flow)
 
         losses: dict[str, Tensor] = {}
@@ -296,12 +303,13 @@ class VPSNet(nn.Module):
         if state.size is not None and state.size != (height, width):
             raise ValueError(f"frame size {(height, width)} differs from the previous frames' {state.size}; start a "
                              "new VPSState for a new video")
-        features = raw
+        features, flow_encoding = raw, None
         if self.fuse is not None:
             first = state.features is None
             ref_image = padded if first else state.image
             ref_features = raw if first else state.features  # the first frame is its own reference
-            flow = self.initial_flow(padded, ref_image, tuple(raw["p2"].shape[-2:]))
+            flow, flow_encoding = self.initial_flow(padded, ref_image, tuple(raw["p2"].shape[-2:]),
+                                                    None if first else state.flow_encoding)
             features = self.fuse(raw, ref_features, flow)
 
         semantic_logits = self.semantic_head(features)
@@ -348,6 +356,7 @@ class VPSNet(nn.Module):
         keep_frame = self.fuse is not None  # only the Fuse module looks back at the previous frame
         new_state = replace(state, image=padded if keep_frame else None,
                             features={k: v.detach() for k, v in raw.items()} if keep_frame else None,
+                            flow_encoding=flow_encoding.detach() if flow_encoding is not None else None,
                             tracks=tracks, mask_tracks=mask_tracks, frame_index=state.frame_index + 1,
                             size=(height, width))
         return output, new_state

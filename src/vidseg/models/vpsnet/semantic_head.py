@@ -32,7 +32,13 @@ class DeformableConv(nn.Module):
         self.conv = DeformConv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x, self.offset(x))
+        offset = self.offset(x)
+        # torchvision's deformable conv has no bfloat16/float16 CPU kernel and no CPU autocast rule (its CUDA
+        # autocast rule runs it in float32): run it outside autocast, in the weights' dtype, so mixed precision
+        # (predict/evaluate precision=bf16-mixed) works on every device.
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = self.conv.weight.dtype
+            return self.conv(x.to(dtype), offset.to(dtype))
 
 
 class UPSNetSemanticHead(nn.Module):
