@@ -344,3 +344,19 @@ def test_commands_given_an_output_write_nothing_in_the_working_directory(vos_ckp
     assert sorted(p.name for p in out.iterdir()) == ["eval", "pred"]  # failed runs made no output folder
     assert (out / "pred" / "masks").is_dir() and not (out / "pred" / ".hydra").exists()
     assert not list(out.rglob("*.log"))
+
+
+def test_a_refused_run_without_an_output_leaves_no_run_folder(toy_davis_root, tmp_path):
+    # Without output=/output_dir= Hydra's run folder is the output, made before vidseg's checks run: a refused
+    # run removes it (and the parents Hydra made) again, but never a folder that was there before.
+    cwd = tmp_path / "cwd"
+    refused = [("predict", ["task=vos", f"input={tmp_path / 'missing.mp4'}"]),  # no ckpt=
+               ("evaluate", ["task=vos", f"data.root={toy_davis_root}", f"predictions={tmp_path / 'missing'}"])]
+    for entry, args in refused:
+        proc = _command(entry, args, cwd)
+        assert proc.returncode == 2, proc.stderr
+        assert list(cwd.iterdir()) == [], f"{entry} {args} left {list(cwd.rglob('*'))}"
+    (cwd / "outputs" / "vos").mkdir(parents=True)  # the user's own (empty) folders stay
+    proc = _command("evaluate", refused[1][1], cwd)
+    assert proc.returncode == 2, proc.stderr
+    assert [p.relative_to(cwd).as_posix() for p in sorted(cwd.rglob("*"))] == ["outputs", "outputs/vos"]

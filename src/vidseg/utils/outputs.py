@@ -519,7 +519,17 @@ class NoHydraRunFilesWithOutput(Callback):
 
         node = config._get_node(self.output_key)  # the raw value: resolving it would need the run dir
         raw = node._value() if node is not None else None
-        if raw is None or "hydra:runtime.output_dir" in str(raw):
+        if raw is None:
+            return
+        if "hydra:runtime.output_dir" in str(raw):
+            # Hydra's run folder is the output: note which folders Hydra is about to make, so that a run refused
+            # before writing anything can remove them again (drop_unused_run_folder).
+            _HYDRA_MADE.clear()
+            with contextlib.suppress(Exception):
+                folder = Path(str(config.hydra.run.dir)).absolute()
+                while not folder.exists() and folder != folder.parent:
+                    _HYDRA_MADE.append(folder)
+                    folder = folder.parent
             return
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.run.dir = "."
@@ -535,3 +545,29 @@ class NoHydraRunFilesWithOutput(Callback):
             for user in users:
                 if user is not None and user.get("handlers") is not None:
                     user.handlers = [h for h in user.handlers if h not in to_file]
+
+
+# Folders Hydra was about to make for this run (deepest first), when they are the command's default output.
+_HYDRA_MADE: list[Path] = []
+
+
+def drop_unused_run_folder() -> None:
+    """After a command refused its input: remove the run folder Hydra made for it (``outputs/<task>/<command>/
+    <time>/``, and the parents Hydra made with it) when it is the default output and holds only Hydra's own
+    files (``.hydra/``, ``<command>.log``). A refused run then leaves nothing in the working directory, even
+    without ``output=``; a folder that existed before, or holds anything else, is left alone."""
+    made, _HYDRA_MADE[:] = list(_HYDRA_MADE), []
+    if not made:
+        return
+    run_dir = made[0]
+    with contextlib.suppress(OSError):
+        if not all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+            return
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+        for log in run_dir.glob("*.log"):
+            log.unlink()
+    for folder in made:  # deepest first; rmdir refuses a folder that is not empty
+        try:
+            folder.rmdir()
+        except OSError:
+            return
