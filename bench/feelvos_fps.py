@@ -71,11 +71,13 @@ def save_random_checkpoint(net: dict, path: Path) -> Path:
     return path
 
 
-def naive_global(query, reference, ref_labels, num_objects, *, impl="auto"):
+# The naive baselines take the ops' keyword arguments (impl, validate) and ignore them: they check nothing.
+def naive_global(query, reference, ref_labels, num_objects, *, impl="auto", validate=True):
     return cdist_global(query.float(), reference.float(), ref_labels, num_objects)
 
 
-def naive_local(query, previous, prev_labels, num_objects, max_distance=15, dilation=1, *, impl="auto"):
+def naive_local(query, previous, prev_labels, num_objects, max_distance=15, dilation=1, *, impl="auto",
+                validate=True):
     # FEELVOS inference never uses dilation; bands of 8 query rows keep the unfold stack below ~1 GB
     return cfbi_unfold_local(query.float(), previous.float(), prev_labels, num_objects, max_distance, band_rows=8)
 

@@ -85,7 +85,7 @@ def sections(work: Path, smoke: bool, extra: dict[str, list[str]] | None = None)
                  str(work / "checks.json")]
         ops = [py, "-m", "bench.ops", "--smoke", "--impl", "triton", "--device", "cpu", "--out", str(work),
                "--no-baselines", "--ptx", str(work / "kernels-ptx.txt")]
-        feel = ["--device", "cpu", "--quick", "--frames", "3", "--backbones", "mobilenet_v3_large"]
+        feel = ["--device", "cpu", "--quick", "--frames", "4", "--backbones", "mobilenet_v3_large"]  # 4: pipelined
         vps = [py, "-m", "bench.vpsnet_fps", "--quick", "--frames", "2", "--device", "cpu", "--out", str(work)]
         compile_backend = ["--compile-backend", "aot_eager"]
         steps = 4

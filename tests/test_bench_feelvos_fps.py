@@ -47,3 +47,20 @@ def test_bench_fast_path_rows_and_sync_counts_run_on_cpu(tmp_path):
     args = Namespace(device="cpu", out=str(tmp_path), name="t", quick=True)
     table = write_results(args, [], [row], 32, 48)
     assert "| tiny | 32 | fast | no | 0.500 | 2.00 |  |  | n/a |" in table
+
+
+def test_bench_main_runs_both_methods_and_paths_as_the_gpu_check_calls_it(tmp_path):
+    """The naive ops are swapped into the model with the same keyword arguments as vidseg's (a new argument of
+    the ops, such as validate=, must reach the baselines too); the smoke run's --frames 4 leaves frames to time
+    on the pipelined fast path."""
+    import json
+
+    from bench.feelvos_fps import main
+
+    main(["--device", "cpu", "--quick", "--frames", "4", "--backbones", "mobilenet_v3_large", "--precision", "32",
+          "--paths", "base,fast", "--methods", "vidseg,naive", "--no-syncs", "--out", str(tmp_path),
+          "--name", "fps"])
+    rows = json.loads((tmp_path / "fps.json").read_text())["rows"]
+    assert {r["path"] for r in rows} == {"base", "fast"}
+    assert all(r["vidseg_fps"] > 0 for r in rows)
+    assert any(r["naive_s_per_frame"] for r in rows if r["path"] == "base")
