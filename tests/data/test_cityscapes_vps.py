@@ -276,6 +276,28 @@ def test_video_without_reference_frame(damaged: Path) -> None:
         _train(damaged)
 
 
+def _first_thing(d: dict) -> dict:
+    return next(a for a in d["annotations"] if not a.get("iscrowd", 0))
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: _first_thing(d).update(category_id="car"), r"annotations\[\d+\]\.category_id: expected"),
+    (lambda d: _first_thing(d).pop("inst_id"), r"annotations\[\d+\]\.inst_id: expected"),
+    (lambda d: _first_thing(d).update(inst_id=-1), r"annotations\[\d+\]\.inst_id: expected"),
+    (lambda d: d["annotations"][0].pop("segmentation"), r"annotations\[0\]\.segmentation: expected"),
+    (lambda d: d["annotations"][0].update(iscrowd=2), r"annotations\[0\]\.iscrowd: expected 0 or 1"),
+    (lambda d: d["images"][0].pop("height"), r"images\[0\]\.height: expected"),
+    (lambda d: d["images"][0].update(width=float("nan")), r"images\[0\]\.width: expected"),
+    (lambda d: d["images"][0].pop("file_name"), r"images\[0\]\.file_name: expected"),
+])
+def test_training_json_fields_are_checked_when_indexed(damaged: Path, edit, field) -> None:
+    # Checked when the dataset is built, not when a worker reads the frame: a KeyError in a data-loader worker
+    # mid-epoch would be a traceback after hours of training.
+    _edit_json(damaged / "instances_train_city_vps_rle.json", edit)
+    with pytest.raises(DatasetLayoutError, match=rf"instances_train_city_vps_rle.json: {field}"):
+        _train(damaged)
+
+
 def test_missing_training_label_map(damaged: Path) -> None:
     victim = sorted((damaged / "train" / "labelmap").iterdir())[0]
     victim.unlink()
