@@ -29,7 +29,6 @@ from omegaconf import DictConfig  # noqa: E402
 from vidseg.tasks import get_task  # noqa: E402
 from vidseg.utils.cli import exit_now, print_usage_on_help, run_cli, skip_hydra_mode_probe  # noqa: E402
 from vidseg.utils.config_check import check_config, user_paths  # noqa: E402
-from vidseg.utils.outputs import drop_unused_run_folder  # noqa: E402
 
 EXAMPLE = "python -m vidseg.evaluate task=vos data.root=/datasets/DAVIS predictions=results/davis-val"
 
@@ -63,12 +62,7 @@ def evaluate(cfg: DictConfig):
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run_cli(lambda: evaluate(cfg), user_paths=lambda: user_paths(cfg))
-    except SystemExit as stop:
-        if stop.code == 2:  # refused: no empty run folder left behind in the working directory
-            drop_unused_run_folder()
-        raise
+    run_cli(lambda: evaluate(cfg), user_paths=lambda: user_paths(cfg))
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 from vidseg.tasks import get_task
 from vidseg.utils.cli import print_usage_on_help, run_cli
 from vidseg.utils.config_check import check_config, user_paths
-from vidseg.utils.outputs import drop_unused_run_folder
 
 EXAMPLE = ("python -m vidseg.predict task=vos ckpt=runs/feelvos/checkpoints/last.ckpt input=clip.mp4 "
            "mask=clip_first_frame.png output=results/clip")
@@ -50,12 +49,7 @@ def predict(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run_cli(lambda: predict(cfg), user_paths=lambda: user_paths(cfg))
-    except SystemExit as stop:
-        if stop.code == 2:  # refused: no empty run folder left behind in the working directory
-            drop_unused_run_folder()
-        raise
+    run_cli(lambda: predict(cfg), user_paths=lambda: user_paths(cfg))
 
 
 def main() -> None:

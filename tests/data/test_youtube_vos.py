@@ -152,7 +152,7 @@ def test_meta_errors_name_the_file_and_refuse_escaping_names(tmp_path):
     with pytest.raises(DatasetLayoutError, match="1..254"):
         read_meta(tmp_path, "valid")
     (split / "meta.json").write_text("{not json")
-    with pytest.raises(DatasetLayoutError, match="meta.json"):
+    with pytest.raises(DataError, match="meta.json is not valid JSON"):
         read_meta(tmp_path, "valid")
     (split / "meta.json").write_text(json.dumps({"videos": {"v": {"objects": {"1": {"frames": ["00000"]}}}}}))
     with pytest.raises(FileNotFoundError, match="JPEGImages"):

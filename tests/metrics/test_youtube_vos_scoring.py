@@ -12,7 +12,7 @@ from PIL import Image
 
 from vidseg.data.io import write_mask
 from vidseg.data.youtube_vos_layout import evaluate_folder, load_video, read_meta
-from vidseg.errors import DatasetLayoutError
+from vidseg.errors import DataError, DatasetLayoutError
 
 T, H, W = 6, 4, 6
 
@@ -92,7 +92,7 @@ def test_meta_json_duplicates_are_refused(tmp_path):
     meta = tmp_path / "train" / "meta.json"
     obj = '{"category": "x", "frames": ["00000"]}'
     meta.write_text('{"videos": {"v": {"objects": {"1": OBJ}}, "v": {"objects": {"2": OBJ}}}}'.replace("OBJ", obj))
-    with pytest.raises(DatasetLayoutError, match="key 'v' appears twice"):
+    with pytest.raises(DataError, match="key 'v' twice in one object"):
         read_meta(tmp_path, "train")
     meta.write_text('{"videos": {"v": {"objects": {"1": OBJ, "01": OBJ}}}}'.replace("OBJ", obj))
     with pytest.raises(DatasetLayoutError, match="lists object 1 twice"):

@@ -21,7 +21,6 @@ Kept free of torch and Lightning so that scoring a results folder imports only w
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ import numpy as np
 
 from vidseg.data.io import atomic_path, read_mask, warn_user
 from vidseg.data.names import check_name, checked_join
+from vidseg.data.panoptic import read_json
 from vidseg.errors import DatasetLayoutError, MaskFormatError
 
 if TYPE_CHECKING:
@@ -135,20 +135,7 @@ def read_meta(root: str | os.PathLike, split: str) -> dict[str, dict[int, dict]]
     path = checked_join(root, str(split), "meta.json", source="data.split", what="split")
     if not path.is_file():
         raise FileNotFoundError(_missing_root_message(Path(root), path))
-    def unique_keys(pairs: list) -> dict:
-        # json keeps the last of two equal keys silently: a video or object listed twice would lose one entry.
-        out: dict = {}
-        for key, value in pairs:
-            if key in out:
-                raise DatasetLayoutError(f"{path}: key {key!r} appears twice in one object (a video or object "
-                                         "listed twice); JSON readers keep only one: merge the two entries")
-            out[key] = value
-        return out
-
-    try:
-        raw = json.loads(path.read_text(), object_pairs_hook=unique_keys)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetLayoutError(f"{path}: not valid JSON ({err}); re-extract the dataset") from err
+    raw = read_json(path, what="YouTube-VOS meta.json")  # refuses a key given twice (a video listed twice)
     videos = raw.get("videos") if isinstance(raw, dict) else None
     if not isinstance(videos, dict):
         raise DatasetLayoutError(

@@ -78,6 +78,17 @@ def run_cli(work: Callable[[], T], *, user_paths: Callable[[], Iterable[str | os
     """
     gc.enable()
     try:
+        return _run(work, user_paths)
+    except SystemExit as stop:
+        if stop.code == 2:  # refused: the empty run folder Hydra made for it goes again (vidseg.utils.outputs)
+            from vidseg.utils.outputs import drop_unused_run_folder
+
+            drop_unused_run_folder()
+        raise
+
+
+def _run(work: Callable[[], T], user_paths: Callable[[], Iterable[str | os.PathLike]] | None) -> T:
+    try:
         return work()
     except TrainingStopped as stop:  # not an error: the run was asked to stop and saved its state
         print(f"vidseg: {stop}", file=sys.stderr)
