@@ -171,8 +171,10 @@ def test_peak_memory_is_bounded(impl, monkeypatch):
     x2 = brute.embeddings(1, 64, 64, 64, seed=11).requires_grad_()
     correlation(x1[..., :8, :8], x2[..., :8, :8], 4, impl=impl).sum().backward()  # warm-up
     stack = 81 * x1.numel() * 4
-    bound = 12 << 20
-    assert stack >= 4 * bound
+    # 16 MiB: gradients, the output and one tile set (the tiled backward measured 12.7 MiB in a full-suite run,
+    # up to a few MiB more than alone); still 5x below the stack, so building it would fail
+    bound = 16 << 20
+    assert stack >= 5 * bound
 
     def forward_backward():
         torch.autograd.grad(correlation(x1, x2, 4, impl=impl).sum(), (x1, x2))
