@@ -87,7 +87,8 @@ def segment_ids_by_object(results) -> list[dict[str, int]]:
 
 @pytest.mark.parametrize("variant", ["image", "track", "fusetrack"])
 def test_track_ids_follow_the_objects(variant, monkeypatch):
-    model = tiny_vpsnet(variant)
+    # without a track head: the mask-IoU association option (the official default follows the rank, below)
+    model = tiny_vpsnet(variant, **({"associate_without_track_head": "mask_iou"} if variant == "image" else {}))
     script_model(model, monkeypatch)
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (len(SCRIPT), 3, H, W), dtype=torch.uint8, generator=g)
@@ -102,6 +103,25 @@ def test_track_ids_follow_the_objects(variant, monkeypatch):
         assert ids[3]["B"] not in {a, b, c, d}
     else:  # learned association keeps every track for the whole video
         assert ids[3]["B"] == b
+
+
+@pytest.mark.parametrize("variant", ["image", "fuse"])
+def test_without_track_head_ids_follow_class_and_rank_by_default(variant, monkeypatch):
+    """Official (get_unified_pan_result without obj_ids): an instance's id is its panoptic channel, i.e. its rank
+    among the kept detections, one colour per (class, id): an object keeps its id while it keeps its rank."""
+    model = tiny_vpsnet(variant)
+    script_model(model, monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (len(SCRIPT), 3, H, W), dtype=torch.uint8, generator=g)
+    ids = segment_ids_by_object(list(VPSPredictor(model).track(frames)))
+
+    def rank_id(rank, cls):
+        return (rank * NUM_THINGS + cls - NUM_STUFF + 1) * PANOPTIC_LABEL_DIVISOR + cls
+
+    assert ids[0] == {"A": rank_id(0, 3), "B": rank_id(1, 4)}
+    assert ids[1] == {"B": rank_id(0, 4), "A": rank_id(1, 3), "D": rank_id(2, 4)}  # "dup" removed: D ranks third
+    assert ids[2] == {"A": rank_id(0, 3), "C": rank_id(1, 3), "D": rank_id(2, 4)}
+    assert ids[3] == {"A": rank_id(0, 3), "B": rank_id(1, 4), "C": rank_id(2, 3), "D": rank_id(3, 4)}
 
 
 def test_fuse_module_sees_the_previous_frame(monkeypatch):
@@ -189,9 +209,10 @@ def test_max_tracks_forgets_the_oldest_track_and_new_ids_never_reuse_a_forgotten
 
 def test_mask_iou_threshold_option_reaches_the_image_variant(monkeypatch):
     script = [[("A", 3, (8, 8, 40, 40), 0.9)], [("A", 3, (10, 8, 42, 40), 0.9)]]  # mask IoU 30/34 = 0.88
-    outputs, _ = run_script(tiny_vpsnet("image"), monkeypatch, script)
+    outputs, _ = run_script(tiny_vpsnet("image", associate_without_track_head="mask_iou"), monkeypatch, script)
     assert [out.track_ids.tolist() for out in outputs] == [[0], [0]]
-    outputs, session = run_script(tiny_vpsnet("image", mask_iou_threshold=0.9), monkeypatch, script)
+    outputs, session = run_script(tiny_vpsnet("image", associate_without_track_head="mask_iou", mask_iou_threshold=0.9),
+                                  monkeypatch, script)
     assert [out.track_ids.tolist() for out in outputs] == [[0], [1]]
     assert session.state.mask_tracks.next_id == 2
 

@@ -30,6 +30,7 @@ KNOWN_MODEL_SYNCS = {
     ("models/vpsnet/semantic_head.py", "loss"): "if not (semantic != 255).any()",
     ("models/vpsnet/model.py", "to_detector_labels"): "label range check",
     ("models/vpsnet/detector.py", "forward_train"): "inside torchvision's RPN / RoI heads (sampling, matching)",
+    ("models/vpsnet/detector.py", "__call__"): "torchvision's Matcher (boolean-mask assignment) in MaxIoUMatcher",
     ("models/vpsnet/panoptic_head.py", "box_regions"): "boxes .cpu().tolist() for crops",
     ("models/vpsnet/panoptic_head.py", "crop_semantic_logits"): "classes.tolist()",
     ("models/vpsnet/panoptic_head.py", "loss"): "if (target != 255).any()",

@@ -135,6 +135,42 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+class StatisticsFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """A FrozenBatchNorm2d whose affine weight and bias are trainable parameters: the statistics stay fixed in
+    train mode too (mmdetection's ``norm_eval=True`` with ``requires_grad=True``, the official VPSNet backbone).
+
+    forward(x: (B, C, H, W) float) -> (B, C, H, W) float. State-dict keys: weight, bias, running_mean,
+    running_var (a BatchNorm2d state loads: its ``num_batches_tracked`` is dropped). Not a ``_BatchNorm``, so
+    DDP's ``sync_batchnorm`` conversion leaves it alone.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps=eps)
+        weight, bias = self.weight, self.bias
+        del self.weight, self.bias  # buffers of FrozenBatchNorm2d -> parameters
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+
+
+def freeze_batch_norm_statistics(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d in `module` by a :class:`StatisticsFrozenBatchNorm2d` with the same state, in
+    place: statistics frozen, affine trained (the official VPSNet backbone's ``norm_eval``). Returns `module`."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = StatisticsFrozenBatchNorm2d(child.num_features, eps=child.eps)
+            # A BN without affine terms or running statistics keeps the frozen defaults (1, 0, 0, 1).
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    value = getattr(child, key)
+                    if value is not None:
+                        getattr(frozen, key).copy_(value.detach())
+            frozen.requires_grad_(all(p.requires_grad for p in child.parameters()))
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm_statistics(child)
+    return module
+
+
 def resolve_weights(weights: WeightsArg, weights_enum: type[WeightsEnum]) -> WeightsEnum | Path | None:
     """Turn a `weights` argument into None, a torchvision weights entry, or a local file path.
 

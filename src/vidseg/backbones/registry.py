@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from vidseg.backbones.base import freeze_batch_norm_statistics
+
 BuilderT = TypeVar("BuilderT", bound=Callable[..., nn.Module])
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
@@ -53,7 +55,11 @@ def get_backbone(name: str, *, library: str | None = None, **kwargs: Any) -> nn.
     """Build the backbone registered under `name`; `kwargs` go to its builder (weights, output_stride...).
 
     ``library="timm"``: `name` is a timm model name instead (see vidseg.backbones.timm_encoder).
+    ``frozen_bn``: True (FrozenBatchNorm2d: statistics and affine frozen), False (trained), or "statistics"
+    (statistics frozen, affine trained: :func:`vidseg.backbones.base.freeze_batch_norm_statistics`).
     """
+    if kwargs.get("frozen_bn") == "statistics":
+        return freeze_batch_norm_statistics(get_backbone(name, library=library, **{**kwargs, "frozen_bn": False}))
     if library is None:
         return get_backbone_builder(name)(**kwargs)
     if library == "timm":

@@ -75,9 +75,12 @@ from vidseg.data.vps_layout import VPSLayout
 from vidseg.errors import DatasetLayoutError, MaskFormatError
 from vidseg.utils.seeding import ReseedableRNG, worker_init_fn
 
-# Instances smaller than this after augmentation are dropped (their pixels keep the bare class id, i.e.
-# ignored): a 4x4 fragment at the crop border is too small to learn a box, mask or track embedding from.
-MIN_INSTANCE_AREA = 16
+# Official: every instance with pixels in the crop is kept. A larger value (e.g. 16, an option) drops smaller
+# fragments from every loss (their pixels keep the bare class id, i.e. ignored).
+MIN_INSTANCE_AREA = 0
+# Official: a crop whose target or reference frame keeps no instance is skipped (mmdetection draws another
+# random sample); after this many redraws the last one is used as it is (a set without instances would loop).
+MAX_REDRAWS = 50
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,11 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
     random scale in ``scale``, pad to ``crop_size`` (image: ImageNet mean, labels: 255), random crop,
     horizontal flip. Item keys and shapes: see the module docstring; ``len = repeat * annotated frames``.
 
+    Instances (official rules by default): an instance is kept when at least ``max(min_instance_area, 1)``
+    of its pixels are in the crop (default 0: every non-empty one); with ``skip_crops_without_instances``
+    (default True) a draw whose target or reference crop keeps no instance is replaced by a draw of another
+    random annotated frame (at most ``MAX_REDRAWS`` times), as the official pipeline skips such crops.
+
     Randomness (reference choice and augmentation) comes from the dataset's own RNG, seeded from ``seed``,
     the torch seed and the rank, and reseeded per DataLoader worker by ``worker_init_fn`` via :meth:`reseed`.
     """
@@ -317,6 +325,7 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         scale: Sequence[float] = (0.8, 1.5),
         hflip: bool = True,
         min_instance_area: int = MIN_INSTANCE_AREA,
+        skip_crops_without_instances: bool = True,
         repeat: int = 1,
         seed: int = 0,
     ) -> None:
@@ -329,6 +338,7 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         self.label_dir = layout.labelmap_dir(self.root, split)
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.min_instance_area = int(min_instance_area)
+        self.skip_crops_without_instances = bool(skip_crops_without_instances)
         self.repeat = int(repeat)
         self.seed = int(seed)
         self.frames, self.neighbours = self._index(ann_path)
@@ -428,7 +438,7 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         areas = np.bincount(slots.ravel(), minlength=len(anns) + 1)
         boxes, labels, masks, track_ids = [], [], [], []
         for k, ann in enumerate(anns, start=1):
-            if areas[k] < self.min_instance_area:
+            if areas[k] < max(self.min_instance_area, 1):  # an empty mask has no box
                 continue
             mask = slots == k
             cls = int(ann["category_id"])
@@ -452,6 +462,15 @@ class VPSTrainDataset(ReseedableRNG, Dataset):
         epoch, index = split_epoch_index(index)
         rng = self.item_generator(epoch, index)
         i = index % len(self.frames)
+        for _ in range(MAX_REDRAWS):
+            item = self._draw(i, rng)
+            if not self.skip_crops_without_instances or all(len(inst["labels"]) for inst in item["instances"]):
+                return item
+            i = int(rng.integers(len(self.frames)))  # official: another random sample
+        return self._draw(i, rng)
+
+    def _draw(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
+        """Annotated frame ``i`` and a reference drawn with ``rng``, augmented once (an item)."""
         near = self.neighbours[i]
         j = near[int(rng.integers(len(near)))]
         pair = [self.frames[i], self.frames[j]]
@@ -689,7 +708,8 @@ class VPSDataModule(pl.LightningDataModule):
     """Training pairs (shuffled) and frame-by-frame evaluation of one VPS dataset; subclasses set ``info``.
 
     ``root=None`` looks in ``info.layout.default_root``; a missing folder stops ``setup()`` with a message
-    saying where it looked, how to get the data and how to generate the toy set.
+    saying where it looked, how to get the data and how to generate the toy set. ``min_instance_area`` and
+    ``skip_crops_without_instances`` go to :class:`VPSTrainDataset` (official defaults 0 and True).
     """
 
     info: VPSDatasetInfo
@@ -704,6 +724,7 @@ class VPSDataModule(pl.LightningDataModule):
         scale: Sequence[float] = (0.8, 1.5),
         hflip: bool = True,
         min_instance_area: int = MIN_INSTANCE_AREA,
+        skip_crops_without_instances: bool = True,
         repeat: int = 1,
         batch_size: int = 1,
         num_workers: int = 0,
@@ -720,6 +741,7 @@ class VPSDataModule(pl.LightningDataModule):
         self.scale = (float(scale[0]), float(scale[1]))
         self.hflip = bool(hflip)
         self.min_instance_area = int(min_instance_area)
+        self.skip_crops_without_instances = bool(skip_crops_without_instances)
         self.repeat = int(repeat)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
@@ -735,7 +757,8 @@ class VPSDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = VPSTrainDataset(
                 self.root, self.info, crop_size=self.crop_size, scale=self.scale, hflip=self.hflip,
-                min_instance_area=self.min_instance_area, repeat=self.repeat, seed=self.seed,
+                min_instance_area=self.min_instance_area,
+                skip_crops_without_instances=self.skip_crops_without_instances, repeat=self.repeat, seed=self.seed,
             )
         if stage in (None, "fit", "validate", "test", "predict") and self.val_dataset is None:
             self.val_dataset = VPSEvalDataset(self.root, self.info, split=self.split, max_videos=self.val_max_videos)

@@ -9,12 +9,16 @@
 
 A session keeps only what :class:`vidseg.models.vpsnet.VPSState` keeps: the previous frame (padded image, FPN
 features and, with RAFT, its feature-encoder output, for the Fuse module) and the track memory (one embedding,
-box and class per track, or the previous frame's track map for the image variant), so memory is constant in
-the length of the video.
+box and class per track, or the previous frame's track map for the mask-IoU association option), so memory
+is constant in the length of the video.
 
 Segment ids (stable within a video, :mod:`vidseg.models.vpsnet.postprocess`): void 0, stuff class c -> c + 1,
-thing of class c on track t -> (t + 1) * 1000 + c. Category ids are the dataset's class ids (Cityscapes
-trainIds: stuff 0-10, things 11-18); ``predictor.categories`` names them.
+thing of class c on track t -> (t + 1) * 1000 + c, unique within a frame. Category ids are the dataset's class
+ids (Cityscapes trainIds: stuff 0-10, things 11-18); ``predictor.categories`` names them. ``track_id`` is a
+track of the learned association (track, fusetrack); without a track head (image, fuse) it follows
+``model.net.associate_without_track_head``: "rank" (official default) = ``rank * num_things + (c - num_stuff)``
+for the instance's rank among the frame's kept detections, so the same class and rank share an id in every
+frame; "mask_iou" = an id matched by mask IoU with the previous frame.
 """
 
 from __future__ import annotations

@@ -194,17 +194,27 @@ def test_frozen_stages_freeze_exactly_the_stem_and_the_first_layers(frozen_stage
 
 
 def test_frozen_batch_norm_follows_pretrained_weights(tmp_path):
-    # random init: trainable BN statistics; with pretrained weights (or a COCO checkpoint): frozen
+    # random init: trained BN; with pretrained weights (or a COCO checkpoint): the official norm_eval
+    # (statistics frozen, affine trained); frozen_bn=True freezes both (an option)
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from vidseg.backbones.base import StatisticsFrozenBatchNorm2d
+
     model = build_vpsnet(variant="image", backbone={"name": "resnet18"}, num_stuff=NUM_STUFF, num_things=NUM_THINGS,
                          flow=None, **TINY)
-    assert isinstance(model.backbone.bn1, torch.nn.BatchNorm2d)
+    assert type(model.backbone.bn1) is torch.nn.BatchNorm2d
     path = tmp_path / "r18.pth"
     from torchvision.models import resnet18
 
     torch.save(resnet18().state_dict(), path)
     pretrained = build_vpsnet(variant="image", backbone={"name": "resnet18", "weights": str(path)},
                               num_stuff=NUM_STUFF, num_things=NUM_THINGS, flow=None, **TINY)
-    assert not isinstance(pretrained.backbone.bn1, torch.nn.BatchNorm2d)  # a frozen BN
+    bn = pretrained.backbone.layer2[0].bn1
+    assert isinstance(bn, StatisticsFrozenBatchNorm2d) and bn.weight.requires_grad and bn.bias.requires_grad
+    assert not pretrained.backbone.bn1.weight.requires_grad  # frozen_stages=1: the stem stays fixed
+    frozen = build_vpsnet(variant="image", backbone={"name": "resnet18", "weights": str(path), "frozen_bn": True},
+                          num_stuff=NUM_STUFF, num_things=NUM_THINGS, flow=None, **TINY)
+    assert type(frozen.backbone.layer2[0].bn1) is FrozenBatchNorm2d
 
 
 @pytest.mark.parametrize("variant", ["image", "fuse"])

@@ -233,11 +233,11 @@ def test_track_head_affinity_and_loss():
     torch.testing.assert_close(aff[:, 1:], emb @ ref.T)
     targets = torch.tensor([1, 0, 3, -1, -1])  # two negatives, not scored
     loss = head.loss([aff], [targets])["loss_track"]
-    expected = 0.5 * F.cross_entropy(aff[:3], targets[:3], reduction="sum") / 5  # official: / all sampled
+    expected = 0.5 * F.cross_entropy(aff[:3], targets[:3], reduction="sum") / 3  # official: / the positives
     torch.testing.assert_close(loss, expected)
-    positives = TrackHead(C, hidden=16, loss_normalizer="positives")
-    positives.load_state_dict(head.state_dict())
-    torch.testing.assert_close(positives.loss([aff], [targets])["loss_track"], expected * 5 / 3)
+    sampled = TrackHead(C, hidden=16, loss_normalizer="sampled")
+    sampled.load_state_dict(head.state_dict())
+    torch.testing.assert_close(sampled.loss([aff], [targets])["loss_track"], expected * 3 / 5)
     assert torch.isfinite(head.loss([aff[:, :1]], [torch.full((5,), -1)])["loss_track"])
 
 

@@ -54,7 +54,8 @@ def build_vpsnet(
     detector: Mapping[str, Any] | None = None,
     fuse: Mapping[str, Any] | None = None,
     track_hidden: int = 1024,
-    track_loss_normalizer: str = "sampled",
+    track_loss_normalizer: str = "positives",
+    track_loss_skip_single_positive: bool = True,
     frozen_stages: int = 1,
     coco_checkpoint: str | os.PathLike | None = None,
     **kwargs: Any,
@@ -64,22 +65,26 @@ def build_vpsnet(
     Args:
         variant: "image" | "fuse" | "track" | "fusetrack".
         backbone: kwargs of :func:`vidseg.backbones.get_backbone` with "name" (default resnet50, random init);
-            output_stride is always 32 (the FPN needs strides 4..32). ``frozen_bn`` None (default) = frozen
-            exactly when pretrained weights (``weights`` or ``coco_checkpoint``) are given: frozen statistics
-            of a random init (mean 0, var 1) normalise nothing and a deep ResNet's activations blow up.
+            output_stride is always 32 (the FPN needs strides 4..32). ``frozen_bn`` None (default) =
+            "statistics" (official ``norm_eval``: BN statistics frozen, affine trained) exactly when pretrained
+            weights (``weights`` or ``coco_checkpoint``) are given, trained BN otherwise: frozen statistics of a
+            random init (mean 0, var 1) normalise nothing and a deep ResNet's activations blow up. True freezes
+            statistics and affine (FrozenBatchNorm2d, an option); False trains both.
         num_things, num_stuff: 8 and 11 on Cityscapes-VPS, 10 and 13 on VIPER.
         flow: kwargs of :func:`vidseg.models.vpsnet.flow.build_flow` ({"name": "raft_small"|"raft_large"|
             "tiny"|"none", "weights", ...}); None = zero initial flow. Ignored without the Fuse module.
         fpn_channels (256), semantic_channels ((256, 128)), num_groups (32), track_hidden (1024): widths.
         detector: kwargs of :func:`vidseg.models.vpsnet.detector.build_detector` (thresholds, sampling, widths).
         fuse: kwargs of :class:`vidseg.models.vpsnet.fuse.FuseModule` (search_range, flow_hidden, compose_flow).
-        track_loss_normalizer: "sampled" (official) or "positives".
+        track_loss_normalizer: "positives" (official) or "sampled"; track_loss_skip_single_positive: True
+            (official) = images with one positive RoI add 0 (:class:`TrackHead`).
         frozen_stages: ResNet stages whose parameters stay fixed: -1 none, 0 the stem, k the stem and
             layer1..k (official 1). Ignored for backbones without ResNet stages.
         coco_checkpoint: a local torchvision maskrcnn_resnet50_fpn state dict to initialise the detector with
             (:func:`load_coco_maskrcnn`).
         kwargs: post-processing / tracking numbers of :class:`VPSNet` (stuff_area_limit, overlap_threshold,
-            per_class_overlap, mask_iou_threshold, track_coefficients, max_tracks, size_divisibility).
+            per_class_overlap, associate_without_track_head, mask_iou_threshold, track_coefficients,
+            max_tracks, size_divisibility).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -87,7 +92,8 @@ def build_vpsnet(
     backbone_kwargs = {**DEFAULT_BACKBONE, **(backbone or {})}
     name = backbone_kwargs.pop("name")
     if backbone_kwargs.get("frozen_bn") is None:
-        backbone_kwargs["frozen_bn"] = backbone_kwargs.get("weights") is not None or coco_checkpoint is not None
+        pretrained = backbone_kwargs.get("weights") is not None or coco_checkpoint is not None
+        backbone_kwargs["frozen_bn"] = "statistics" if pretrained else False
     if backbone_kwargs.pop("output_stride", 32) != 32:
         raise ValueError("VPSNet's FPN needs backbone output_stride=32")
     body = get_backbone(name, output_stride=32, **backbone_kwargs)
@@ -104,8 +110,8 @@ def build_vpsnet(
         num_things=num_things,
         fuse=FuseModule(fpn_channels, **(fuse or {})) if with_fuse else None,
         flow=build_flow(**flow) if with_fuse and flow is not None else None,
-        track_head=TrackHead(fpn_channels, hidden=track_hidden, loss_normalizer=track_loss_normalizer)
-        if with_track else None,
+        track_head=TrackHead(fpn_channels, hidden=track_hidden, loss_normalizer=track_loss_normalizer,
+                             skip_single_positive=track_loss_skip_single_positive) if with_track else None,
         **kwargs,
     )
     if coco_checkpoint is not None:

@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, maskrcnn_loss
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
@@ -31,16 +32,61 @@ RPN_LEVELS = ("p2", "p3", "p4", "p5", "p6")
 ROI_LEVELS = ("p2", "p3", "p4", "p5")
 
 
+class MaxIoUMatcher(Matcher):
+    """mmdetection's MaxIoUAssigner as a torchvision :class:`Matcher` (the official RPN assigner).
+
+    (M gt, N anchors) IoU -> (N,) int64: gt index, BELOW_LOW_THRESHOLD (-1, negative) or BETWEEN_THRESHOLDS
+    (-2, ignored). Anchors with IoU >= ``high_threshold`` take their best gt; below ``low_threshold``
+    are negative; then every gt whose best IoU is >= ``min_pos_iou`` takes all its best anchors (ties
+    included, later gts win), even from another gt. torchvision's low-quality rule differs: it keeps those
+    anchors at any IoU (even 0) and gives each its own best gt.
+    """
+
+    def __init__(self, high_threshold: float, low_threshold: float, min_pos_iou: float) -> None:
+        super().__init__(high_threshold, low_threshold, allow_low_quality_matches=False)
+        self.min_pos_iou = min_pos_iou
+
+    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
+        matches = super().__call__(match_quality_matrix)
+        best_per_gt = match_quality_matrix.max(dim=1, keepdim=True).values  # (M, 1)
+        is_best = (match_quality_matrix == best_per_gt) & (best_per_gt >= self.min_pos_iou)  # (M, N)
+        # The last gt (highest index) that claims an anchor wins, as in mmdetection's loop; no host sync.
+        gt_number = torch.arange(1, len(is_best) + 1, device=is_best.device)[:, None]  # 1..M
+        claimed = (is_best * gt_number).max(dim=0).values  # (N,) 0 = no claim
+        return torch.where(claimed > 0, claimed - 1, matches)
+
+
+def fast_rcnn_loss(class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],
+                   regression_targets: list[Tensor], *, beta: float = 1.0) -> tuple[Tensor, Tensor]:
+    """torchvision's ``fastrcnn_loss`` with the smooth-L1 ``beta`` as a parameter (torchvision fixes 1/9; the
+    official box head uses 1.0). Both are normalised by all sampled RoIs.
+
+    class_logits (R, K) float; box_regression (R, 4K) float; labels B x (R_i,) int64; regression_targets
+    B x (R_i, 4) float. Returns (classification loss, box loss).
+    """
+    labels_all = torch.cat(labels)
+    targets = torch.cat(regression_targets)
+    classification = F.cross_entropy(class_logits, labels_all)
+    positive = torch.where(labels_all > 0)[0]
+    per_class = box_regression.reshape(len(class_logits), -1, 4)
+    box_loss = F.smooth_l1_loss(per_class[positive, labels_all[positive]], targets[positive], beta=beta,
+                                reduction="sum") / labels_all.numel()
+    return classification, box_loss
+
+
 class PanopticRoIHeads(RoIHeads):
     """torchvision's RoIHeads with the two passes VPSNet needs.
 
     - :meth:`forward_train` returns the usual losses plus, per image, the sampled RoIs' pooled features and
-      their matched ground-truth index (the track head classifies the positive ones).
+      their matched ground-truth index (the track head classifies the positive ones). The box loss is
+      smooth L1 with ``box_loss_beta`` (official 1.0; torchvision's 1/9 is an option).
     - :meth:`detect` selects detections as the official panoptic path does (UPSNet's MaskROI with
       ``class_agnostic=True``): every (box, class) pair whose softmax score exceeds ``score_thresh`` (0.6),
       one class-agnostic NMS (``nms_thresh`` 0.5), at most ``detections_per_img`` (100); plus each
       detection's mask logits for its own class and its 7x7 RoI features.
     """
+
+    box_loss_beta: float = 1.0
 
     def mask_logits(self, features: Mapping[str, Tensor], boxes: list[Tensor],
                     image_shapes: list[tuple[int, int]]) -> Tensor:
@@ -68,7 +114,8 @@ class PanopticRoIHeads(RoIHeads):
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         roi_features = self.box_roi_pool(features, proposals, image_shapes)
         class_logits, box_regression = self.box_predictor(self.box_head(roi_features))
-        loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+        loss_classifier, loss_box_reg = fast_rcnn_loss(class_logits, box_regression, labels, regression_targets,
+                                                       beta=self.box_loss_beta)
         positive = [torch.where(lab > 0)[0] for lab in labels]
         mask_boxes = [p[i] for p, i in zip(proposals, positive, strict=True)]
         mask_matched = [m[i] for m, i in zip(matched_idxs, positive, strict=True)]
@@ -164,6 +211,7 @@ def build_detector(
     rpn_post_nms_top_n: Mapping[str, int] | None = None,
     rpn_nms_thresh: float = 0.7,
     rpn_batch_size_per_image: int = 256,
+    rpn_min_pos_iou: float | None = 0.3,
     box_fc_channels: int = 1024,
     box_batch_size_per_image: int = 512,
     box_positive_fraction: float = 0.25,
@@ -171,6 +219,7 @@ def build_detector(
     score_thresh: float = 0.6,
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
+    box_loss_beta: float = 1.0,
 ) -> MaskRCNNDetector:
     """Mask R-CNN heads for ``num_things`` thing classes (+ background) over ``in_channels``-channel P2..P6.
 
@@ -178,6 +227,11 @@ def build_detector(
     training, 1000/1000 at test, NMS 0.7, 256 anchors per image (50 % positive, IoU 0.7 / 0.3); 512 RoIs per
     image (25 % positive, IoU 0.5); detections: score > 0.6, class-agnostic NMS 0.5, at most 100.
     ``box_fc_channels`` / ``mask_channels`` may be lowered for CPU tests (the paper uses 1024 / 256).
+
+    Official losses and assignment: ``rpn_min_pos_iou`` 0.3 (mmdetection's MaxIoUAssigner: a gt's best anchors
+    are positive if their IoU is >= 0.3, see :class:`MaxIoUMatcher`; None = torchvision's low-quality matches at
+    any IoU); ``box_loss_beta`` 1.0 for the box head's smooth L1 (1/9 = torchvision's). The RPN's box loss
+    keeps torchvision's beta 1/9, which is also the official RPN's.
     """
     pre = {"training": 2000, "testing": 1000, **(rpn_pre_nms_top_n or {})}
     post = {"training": 2000, "testing": 1000, **(rpn_post_nms_top_n or {})}
@@ -193,6 +247,8 @@ def build_detector(
         post_nms_top_n=post,
         nms_thresh=rpn_nms_thresh,
     )
+    if rpn_min_pos_iou is not None:
+        rpn.proposal_matcher = MaxIoUMatcher(0.7, 0.3, rpn_min_pos_iou)
     num_classes = num_things + 1
     roi_heads = PanopticRoIHeads(
         box_roi_pool=MultiScaleRoIAlign(list(ROI_LEVELS), output_size=7, sampling_ratio=2),
@@ -210,4 +266,5 @@ def build_detector(
         mask_head=MaskRCNNHeads(in_channels, [mask_channels] * 4, 1),
         mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
     )
+    roi_heads.box_loss_beta = box_loss_beta
     return MaskRCNNDetector(rpn=rpn, roi_heads=roi_heads)

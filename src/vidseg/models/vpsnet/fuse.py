@@ -29,6 +29,9 @@ Conventions (chosen explicitly):
   brought to an arbitrary size inside the attention pyramid (official uses scale_factor=2, which only
   differs for odd sizes).
 - Convs use zero "same" padding.
+- Initialisation: every conv Xavier-uniform with zero bias (``init="xavier"``), as the official neck's
+  ``init_weights`` (called by the detector's) resets them all; ``init="edvr"`` keeps EDVR's Kaiming-normal
+  (fan_out) init for the attention convs (an option).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.ops import correlation, flow_warp
+
+FUSE_INITS = ("xavier", "edvr")
 
 
 def _lrelu() -> nn.LeakyReLU:
@@ -89,7 +94,7 @@ class SpatialTemporalAttention(nn.Module):
         self.avg_pool = nn.AvgPool2d(3, stride=2, padding=1)
         self.lrelu = _lrelu()
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # official init: kaiming normal (fan_out), zero bias
+            if isinstance(m, nn.Conv2d):  # EDVR's init (FuseModule(init="xavier") then resets it, as official)
                 nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out")
                 nn.init.zeros_(m.bias)
 
@@ -126,6 +131,8 @@ class FuseModule(nn.Module):
         compose_flow: False (official) warps the warped reference again with the residual flow; True warps
             the original reference once with initial + residual flow (one interpolation: an option).
         correlation_impl: passed to :func:`vidseg.ops.correlation` ("auto").
+        init: "xavier" (official: every conv Xavier-uniform, zero bias) or "edvr" (the attention convs keep
+            EDVR's Kaiming-normal fan_out init: an option).
     """
 
     def __init__(
@@ -137,8 +144,11 @@ class FuseModule(nn.Module):
         flow_hidden: Sequence[int] = (64, 64, 32),
         compose_flow: bool = False,
         correlation_impl: str = "auto",
+        init: str = "xavier",
     ) -> None:
         super().__init__()
+        if init not in FUSE_INITS:
+            raise ValueError(f"init must be one of {FUSE_INITS}, got {init!r}")
         self.levels = tuple(levels)
         self.search_range = search_range
         self.compose_flow = compose_flow
@@ -146,8 +156,11 @@ class FuseModule(nn.Module):
         self.flow_refiner = FlowRefiner(channels + (2 * search_range + 1) ** 2 + 2, flow_hidden)
         self.attention = SpatialTemporalAttention(channels, num_frames=2, center=0)
         self.refine = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
-        nn.init.xavier_uniform_(self.refine[0].weight)
-        nn.init.zeros_(self.refine[0].bias)
+        # official: the neck's init_weights resets every conv, the attention's included
+        for m in (self if init == "xavier" else self.refine).modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def gather(self, features: Mapping[str, Tensor]) -> Tensor:
         """Average of all levels at the finest level's size (nearest upsampling): (B, C, h_2, w_2)."""

@@ -6,8 +6,9 @@ frame-by-frame inference with a constant-size per-video state.
                                                                         -> [track head]
            -> panoptic head (UPSNet, no unknown class) -> post-processing -> ids stable within the video
 
-Variants (``VPSNet.variant``): "image" (no fuse module, tracks by mask IoU with the previous frame),
-"fuse" (+ Fuse module), "track" (+ learned track head), "fusetrack" (both).
+Variants (``VPSNet.variant``): "image" (no fuse module, no track head), "fuse" (+ Fuse module), "track"
+(+ learned track head), "fusetrack" (both). Without a track head, ids follow ``associate_without_track_head``:
+"rank" (official: the k-th kept instance of a class continues the k-th of earlier frames) or "mask_iou".
 
 Classes: the dataset's class ids, stuff ``0 .. num_stuff - 1`` then things ``num_stuff .. num_stuff +
 num_things - 1`` (Cityscapes trainIds: 11 stuff, 8 things). The detector numbers things 1..num_things
@@ -38,11 +39,13 @@ from vidseg.models.vpsnet.track_head import (
     associate_by_mask_iou,
     association_scores,
     match_targets,
+    rank_track_ids,
     update_tracks,
 )
 from vidseg.utils.padding import pad_to_multiple
 
 VARIANTS = ("image", "fuse", "track", "fusetrack")
+ASSOCIATIONS_WITHOUT_TRACK_HEAD = ("rank", "mask_iou")
 
 
 @dataclass
@@ -53,7 +56,7 @@ class VPSState:
     levels before fusion {"p2".."p6"}: (1, C, h, w) (the Fuse module's reference); flow_encoding: the flow
     network's encoding of that frame (RAFT's feature-encoder output (1, C, Hp/8, Wp/8), reused as the
     reference's; None for flow networks that keep none); tracks: the learned
-    association's :class:`TrackMemory`; mask_tracks: the image variant's :class:`MaskTrackMemory`;
+    association's :class:`TrackMemory`; mask_tracks: the mask-IoU association's :class:`MaskTrackMemory`;
     frame_index: frames seen; size: (H, W) of the video's frames. A fresh ``VPSState()`` starts a video (its
     first frame is its own reference). Fields a variant does not use stay None.
     """
@@ -73,7 +76,9 @@ class VPSFrameOutput:
 
     panoptic (H, W) int64 segment ids and segments_info (:mod:`vidseg.models.vpsnet.postprocess`);
     semantic (H, W) int64 argmax of the semantic head; the instances kept after mask-overlap removal:
-    boxes (K, 4) float xyxy, scores (K,) float, labels (K,) int64 class ids, track_ids (K,) int64.
+    boxes (K, 4) float xyxy, scores (K,) float, labels (K,) int64 class ids, track_ids (K,) int64 (unique in
+    the frame; with a track head, a track of the video; without one, see ``VPSNet.associate_without_track_head``:
+    "rank" gives ``rank * num_things + (class - num_stuff)``, "mask_iou" an id matched by mask IoU).
     """
 
     panoptic: Tensor
@@ -105,10 +110,14 @@ class VPSNet(nn.Module):
     Args:
         backbone: image (B, 3, Hp, Wp) normalised -> {"c2".."c5"}. fpn: -> {"p2".."p6"}, ``out_channels`` C.
         detector, semantic_head, panoptic_head: the heads. fuse / flow: Fuse module and initial-flow network
-        (flow None = zero initial flow); track_head: learned association (None = mask-IoU association).
+        (flow None = zero initial flow); track_head: learned association (None: ``associate_without_track_head``).
         num_stuff, num_things: class counts. size_divisibility: pad to this multiple (32).
         stuff_area_limit (2048), stuff_fraction (0.5), overlap_threshold (0.3), per_class_overlap (True):
-            post-processing. mask_iou_threshold (0.5): image-variant association.
+            post-processing.
+        associate_without_track_head: ids without a track head. "rank" (official): an instance's id follows its
+            rank among the frame's kept detections (score order) and its class, what the official PNGs encode
+            (:func:`rank_track_ids`); "mask_iou": greedy same-class mask-IoU matching with the previous frame
+            (an option; mask_iou_threshold 0.5).
         track_coefficients ((1, 2, 10)): association score weights. max_tracks (None): keep at most this
             many tracks per video (an option; the paper keeps all).
     """
@@ -131,11 +140,15 @@ class VPSNet(nn.Module):
         stuff_fraction: float = 0.5,
         overlap_threshold: float = 0.3,
         per_class_overlap: bool = True,
+        associate_without_track_head: str = "rank",
         mask_iou_threshold: float = 0.5,
         track_coefficients: Sequence[float] = (1.0, 2.0, 10.0),
         max_tracks: int | None = None,
     ) -> None:
         super().__init__()
+        if associate_without_track_head not in ASSOCIATIONS_WITHOUT_TRACK_HEAD:
+            raise ValueError(f"associate_without_track_head must be one of {ASSOCIATIONS_WITHOUT_TRACK_HEAD}, got "
+                             f"{associate_without_track_head!r}")
         if flow is not None and fuse is None:
             raise ValueError("a flow network is only used by the Fuse module: pass fuse too, or flow=None")
         self.backbone = backbone
@@ -153,6 +166,7 @@ class VPSNet(nn.Module):
         self.stuff_fraction = stuff_fraction
         self.overlap_threshold = overlap_threshold
         self.per_class_overlap = per_class_overlap
+        self.associate_without_track_head = associate_without_track_head
         self.mask_iou_threshold = mask_iou_threshold
         self.track_coefficients = tuple(track_coefficients)
         self.max_tracks = max_tracks
@@ -341,6 +355,8 @@ class VPSNet(nn.Module):
         mask_tracks = state.mask_tracks
         if self.track_head is not None:
             track_ids = det_track_ids[keep]
+        elif self.associate_without_track_head == "rank":
+            track_ids = rank_track_ids(labels, num_stuff=self.num_stuff, num_things=self.num_things)
         else:
             masks = instance[None] == torch.arange(len(keep), device=instance.device)[:, None, None]
             if mask_tracks is None:

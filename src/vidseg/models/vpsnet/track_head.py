@@ -2,8 +2,12 @@
 
 Head: RoIAlign 7x7 x C features -> FC 1024 + ReLU -> FC 1024, the same weights for both frames (Siamese).
 Affinity between N target RoIs and M reference objects = dot products (not cosine), with a zero column
-prepended meaning "new object": (N, M + 1). Training: each positive RoI of the target frame is classified
-among the reference frame's ground-truth instances (+ new), cross-entropy, weight 0.5.
+prepended meaning "new object": (N, M + 1). Training (official MaskTrack R-CNN loss): every sampled RoI of
+the target frame (the box head's 512, 25 % positive, ground-truth boxes added) is embedded; each positive one
+is classified among the reference frame's ground-truth instances (+ new), cross-entropy summed over the
+positives and divided by their number, weight 0.5, averaged over the images of the batch. An image with
+exactly one positive RoI adds 0 (the official loss skips it: ``torch.nonzero(...).squeeze()`` of one index is
+0-d); ``skip_single_positive=False`` scores it (an option).
 
 Inference (pure functions, :func:`association_scores`, :func:`assign_tracks`, :func:`update_tracks`):
 
@@ -15,8 +19,9 @@ detection takes its argmax; when several pick one track, the highest score keeps
 tracks. Matched tracks take the detection's features and box (their class stays); tracks are kept for the
 whole video (``max_tracks`` optionally forgets the least recently seen ones: an option, off in the paper).
 
-The "image" variant has no track head: :func:`associate_by_mask_iou` matches each instance to the previous
-frame's instance of the same class with the highest mask IoU (greedy, IoU > threshold).
+Without a track head ("image", "fuse"), ids follow ``VPSNet.associate_without_track_head``: "rank"
+(official, :func:`rank_track_ids`) or "mask_iou" (:func:`associate_by_mask_iou` matches each instance to the
+previous frame's instance of the same class with the highest mask IoU, greedy, IoU > threshold: an option).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 NEW_TRACK = -1
-TRACK_LOSS_NORMALIZERS = ("sampled", "positives")
+TRACK_LOSS_NORMALIZERS = ("positives", "sampled")
 
 
 class TrackHead(nn.Module):
@@ -43,13 +48,14 @@ class TrackHead(nn.Module):
 
     Args:
         in_channels, roi_size: pooled RoI shape (256, 7). hidden: FC widths (1024).
-        loss_weight: 0.5. loss_normalizer: "sampled" (official: the summed cross-entropy of the positive RoIs is
-            divided by all sampled RoIs of the image, as mmdetection's weighted mean does) or "positives"
-            (divided by the positive RoIs only: an option).
+        loss_weight: 0.5. loss_normalizer: "positives" (official: the summed cross-entropy of the positive RoIs
+            is divided by their number; the official head calls its loss with ``reduce=True``, whose branch
+            averages over the non-zero weights) or "sampled" (divided by all sampled RoIs of the image, an option).
+        skip_single_positive: True (official) = an image with exactly one positive RoI adds 0 to the loss.
     """
 
     def __init__(self, in_channels: int = 256, *, roi_size: int = 7, hidden: int = 1024, loss_weight: float = 0.5,
-                 loss_normalizer: str = "sampled") -> None:
+                 loss_normalizer: str = "positives", skip_single_positive: bool = True) -> None:
         super().__init__()
         if loss_normalizer not in TRACK_LOSS_NORMALIZERS:
             raise ValueError(f"loss_normalizer must be one of {TRACK_LOSS_NORMALIZERS}, got {loss_normalizer!r}")
@@ -60,6 +66,7 @@ class TrackHead(nn.Module):
             nn.init.zeros_(fc.bias)
         self.loss_weight = loss_weight
         self.loss_normalizer = loss_normalizer
+        self.skip_single_positive = skip_single_positive
 
     def embed(self, roi_features: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(roi_features.flatten(1))))
@@ -73,6 +80,8 @@ class TrackHead(nn.Module):
         losses = []
         for aff, tgt in zip(affinities, targets, strict=True):
             valid = tgt >= 0
+            if self.skip_single_positive and int(valid.sum()) == 1:
+                valid = torch.zeros_like(valid)
             total = F.cross_entropy(aff[valid], tgt[valid], reduction="sum") if valid.any() else aff.sum() * 0.0
             count = len(tgt) if self.loss_normalizer == "sampled" else int(valid.sum())
             losses.append(total / max(count, 1))
@@ -208,6 +217,19 @@ def update_tracks(
         out = replace(out, features=out.features[keep], boxes=out.boxes[keep], labels=out.labels[keep],
                       ids=out.ids[keep], last_seen=out.last_seen[keep])
     return out, track_ids
+
+
+def rank_track_ids(labels: Tensor, *, num_stuff: int, num_things: int) -> Tensor:
+    """Track ids of a model without track head, as the official PNGs encode them: (K,) int64 class ids of the
+    frame's kept instances, in decreasing score order -> (K,) int64 ``rank * num_things + (class - num_stuff)``.
+
+    The official panoptic inference without track ids writes each instance's panoptic channel (its rank among
+    the kept detections) as its id, and one colour per (class, id) for the whole video: the k-th kept instance
+    continues the k-th of every earlier frame when their classes agree. These ids give the same segments the
+    same panoptic ids, unique within a frame.
+    """
+    rank = torch.arange(len(labels), dtype=torch.int64, device=labels.device)
+    return rank * num_things + (labels - num_stuff)
 
 
 @dataclass(frozen=True)
