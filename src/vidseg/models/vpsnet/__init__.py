@@ -7,13 +7,15 @@
     for frame in frames:                                 # (3, H, W) uint8
         out, state = model.infer_frame(frame, state)     # out.panoptic (H, W) int64, out.segments_info
 
-Parts: detector (Mask R-CNN from torchvision), semantic_head (UPSNet), panoptic_head (UPSNet), flow, fuse,
-track_head (+ association rules), postprocess (pure functions), model (VPSNet), builder.
+Parts: detector (Mask R-CNN from torchvision), semantic_head (UPSNet), panoptic_head (UPSNet), flow (RAFT, tiny),
+flownet2 (the official flow network in plain PyTorch), fuse, track_head (+ association rules), postprocess (pure
+functions), model (VPSNet), builder, official_keys (the official checkpoint's key map, ``vidseg.convert``).
 """
 
 from vidseg.models.vpsnet.builder import TINY, build_vpsnet, coco_key, load_coco_maskrcnn
 from vidseg.models.vpsnet.detector import MaskRCNNDetector, PanopticRoIHeads, build_detector
 from vidseg.models.vpsnet.flow import RAFTFlow, TinyFlow, build_flow
+from vidseg.models.vpsnet.flownet2 import FlowNet2, FlowNet2Flow
 from vidseg.models.vpsnet.fuse import FuseModule, SpatialTemporalAttention
 from vidseg.models.vpsnet.model import VARIANTS, VPSFrameOutput, VPSNet, VPSState
 from vidseg.models.vpsnet.panoptic_head import UPSNetPanopticHead, crop_semantic_logits, paste_mask_logits
@@ -40,6 +42,8 @@ from vidseg.models.vpsnet.track_head import (
 __all__ = [
     "TINY",
     "VARIANTS",
+    "FlowNet2",
+    "FlowNet2Flow",
     "FuseModule",
     "MaskRCNNDetector",
     "MaskTrackMemory",

@@ -15,6 +15,9 @@ seen at target position p is at p + flow(p) (channel 0 horizontal, 1 vertical), 
   and can take the reference frame's encoder features from the previous frame (``keeps_encoding``:
   ``forward(target, reference, reference_encoding=None, *, return_encoding=False)``, which VPSNet's
   inference state uses).
+- :class:`vidseg.models.vpsnet.flownet2.FlowNet2Flow` (``name="flownet2"``, the official network): FlowNet2 in
+  plain PyTorch on full-resolution frames, resized to stride 4 and scaled by 0.25; ``weights`` = a local
+  FlowNet2 checkpoint (NVIDIA flownet2-pytorch's FlowNet2_checkpoint.pth.tar). Frozen when weights are given.
 - :class:`TinyFlow` (an option that differs from the paper, for CPU tests and the demo): a small trainable
   correlation network computed directly at stride 4; it starts as zero flow.
 - ``build_flow(name="none")`` returns None: the model then uses zero initial flow.
@@ -30,13 +33,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum, optical_flow
 
-from vidseg.backbones.base import read_state_dict, resolve_weights
+from vidseg.backbones.base import WeightsFileError, read_state_dict, resolve_weights
+from vidseg.models.vpsnet.flownet2 import FlowNet2, FlowNet2Flow
 from vidseg.models.vpsnet.raft import CORRELATION_PRECISIONS, matmul_precision, pair, raft_flow
 from vidseg.ops import correlation
 
 FLOW_STRIDE = 4
 RAFT_MIN_SIZE = 128
-FLOW_NAMES = ("raft_small", "raft_large", "tiny", "none")
+FLOW_NAMES = ("raft_small", "raft_large", "flownet2", "tiny", "none")
 RAFT_IMPLEMENTATIONS = ("vidseg", "torchvision")
 
 
@@ -217,8 +221,9 @@ def build_flow(
     """The initial-flow module by name (see the module docstring); ``name="none"`` gives None (zero flow).
 
     Args:
-        weights (RAFT only): None (random init), a torchvision weights name ("C_T_V2", "DEFAULT", ...; downloads
-            on first use) or a local state-dict file of torchvision's RAFT.
+        weights (RAFT, FlowNet2): None (random init), a torchvision weights name ("C_T_V2", "DEFAULT", ...; downloads
+            on first use) or a local state-dict file of torchvision's RAFT; for FlowNet2 a local FlowNet2
+            checkpoint ({"state_dict": ...} of NVIDIA's flownet2-pytorch, or a bare state dict).
         frozen: None = frozen exactly when weights are given.
         channels (tiny only): encoder width.
         implementation, precision, compile, downsample (RAFT only): see :class:`RAFTFlow`; the defaults are the
@@ -229,12 +234,14 @@ def build_flow(
     precision = str(precision)  # a command-line override model.net.flow.precision=32 arrives as an int
     if name == "none":
         return None
+    if name in ("tiny", "flownet2") and (implementation, precision, compile, downsample) != ("vidseg", "32", False, 1):
+        raise ValueError(f"flow options implementation/precision/compile/downsample are RAFT's; the {name!r} flow "
+                         "network has none of them")
+    if name == "flownet2":
+        return _build_flownet2(weights, frozen)
     if name == "tiny":
         if weights is not None:
             raise ValueError("flow name 'tiny' has no pretrained weights; use weights=None")
-        if (implementation, precision, compile, downsample) != ("vidseg", "32", False, 1):
-            raise ValueError("flow options implementation/precision/compile/downsample are RAFT's; the 'tiny' flow "
-                             "network has none of them")
         return TinyFlow(channels=channels, search_range=4)
     builder, enum = {
         "raft_small": (optical_flow.raft_small, optical_flow.Raft_Small_Weights),
@@ -251,3 +258,24 @@ def build_flow(
         raft.load_state_dict(read_state_dict(resolved, what="flow weights file", key="model.net.flow.weights"))
     return RAFTFlow(raft, num_flow_updates=num_flow_updates, frozen=weights is not None if frozen is None else frozen,
                     implementation=implementation, precision=precision, compile=compile, downsample=downsample)
+
+
+def _build_flownet2(weights: str | os.PathLike | None, frozen: bool | None) -> FlowNet2Flow:
+    net = FlowNet2()
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"flow weights file {str(path)!r} does not exist; expected a FlowNet2 checkpoint "
+                                    "(FlowNet2_checkpoint.pth.tar of NVIDIA's flownet2-pytorch) or null")
+        state = read_state_dict(path, what="FlowNet2 weights file", key="model.net.flow.weights", unwrap="state_dict")
+        own = net.state_dict()
+        problems = [f"{label} ({len(keys)}, e.g. {', '.join(keys[:3])})" for label, keys in (
+            ("missing", [k for k in own if k not in state]),
+            ("unexpected", [k for k in state if k not in own]),
+            ("of another shape", [k for k in own if k in state and state[k].shape != own[k].shape])) if keys]
+        if problems:
+            raise WeightsFileError(f"FlowNet2 weights file {str(path)!r} does not fit FlowNet2: weights "
+                                   f"{'; '.join(problems)}; give model.net.flow.weights=<FlowNet2_checkpoint.pth.tar "
+                                   "of NVIDIA's flownet2-pytorch> or null")
+        net.load_state_dict(state)
+    return FlowNet2Flow(net, frozen=weights is not None if frozen is None else frozen)
