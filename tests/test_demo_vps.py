@@ -15,5 +15,5 @@ def test_first_frame_baseline_is_a_valid_submission_and_the_table_has_every_colu
     assert 0.0 < results.vpq["all"] < 1.0  # right on each clip's first annotated frame only
     table = vps_table([("baseline", results_to_json(results))])
     header, row = table.splitlines()
-    assert header.split() == ["k=0", "k=5", "k=10", "k=15", "VPQ", "thing", "stuff", "STQ"]
-    assert row.startswith("baseline") and len(row.split()) == 9
+    assert header.split() == ["k=0", "k=5", "k=10", "k=15", "VPQ", "thing", "stuff", "STQ", "AQ"]
+    assert row.startswith("baseline") and len(row.split()) == 10

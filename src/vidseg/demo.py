@@ -30,6 +30,7 @@ from vidseg.data.toy_vps import generate_toy_vps
 from vidseg.data.video import write_video
 from vidseg.data.vps_layout import CITYSCAPES_VPS
 from vidseg.metrics.vps_eval import load_ground_truth
+from vidseg.utils.cli import run_cli
 
 
 def run(args: list[str]) -> None:
@@ -49,7 +50,7 @@ def write_copy_first_baseline(root: Path, split: str, out_dir: Path) -> Path:
 
 TASKS = ("all", "vos", "vps")
 # The toy Cityscapes-VPS set of the VPS demo (conf/experiment/toy_vps.yaml describes the recipe trained on it).
-VPS_TOY = dict(videos=12, val_videos=3, height=128, width=256, max_objects=6)
+VPS_TOY = dict(videos=12, val_videos=8, height=128, width=256, max_objects=6)
 VPS_VARIANTS = ("image", "fusetrack")
 
 
@@ -65,10 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for training, e.g. trainer.max_steps=50")
     args = parser.parse_args(argv)
-    if args.task in ("all", "vos"):
-        run_vos_demo(args)
-    if args.task in ("all", "vps"):
-        run_vps_demo(args)
+
+    def work() -> None:
+        if args.task in ("all", "vos"):
+            run_vos_demo(args)
+        if args.task in ("all", "vps"):
+            run_vps_demo(args)
+
+    run_cli(work)  # a data folder it cannot use (e.g. an older toy set) is one line, exit 2
 
 
 def run_vos_demo(args: argparse.Namespace) -> None:
@@ -135,15 +140,15 @@ def write_first_frame_baseline(root: Path, split: str, out_dir: Path) -> Path:
 
 
 def vps_table(rows: list[tuple[str, dict]]) -> str:
-    """One line per method: VPQ at k = 0, 5, 10, 15, final, thing, stuff (percent) and STQ."""
+    """One line per method: VPQ at k = 0, 5, 10, 15, final, thing, stuff (percent), STQ and AQ."""
     header = (f"{'':34s}{'k=0':>7s}{'k=5':>7s}{'k=10':>7s}{'k=15':>7s}{'VPQ':>7s}{'thing':>7s}{'stuff':>7s}"
-              f"{'STQ':>7s}")
+              f"{'STQ':>7s}{'AQ':>7s}")
     lines = [header]
     for name, res in rows:
         windows = res["windows"]
         cells = [100 * windows[str(k)]["all"]["pq"] for k in (0, 5, 10, 15)]
         cells += [100 * res["vpq"]["all"], 100 * res["vpq"]["thing"], 100 * res["vpq"]["stuff"],
-                  100 * res["stq"]["STQ"]]
+                  100 * res["stq"]["STQ"], 100 * res["stq"]["AQ"]]
         lines.append(f"{name:34s}" + "".join(f"{c:7.2f}" for c in cells))
     return "\n".join(lines)
 

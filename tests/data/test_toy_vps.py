@@ -99,6 +99,21 @@ def test_cli_resume_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture) -
         generate_toy_vps(tmp_path / "other", format="viper", seed=0)
 
 
+def test_a_set_from_the_older_generator_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """A version-1 set (things told apart by size only) must not be trained on silently as if it were the new one."""
+    from vidseg.demo import main as demo_main
+
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / "toy_vps.json").write_text(json.dumps({"format": "cityscapes_vps", "seed": 0, "videos": 12}))
+    with pytest.raises(SystemExit) as stop:
+        demo_main(["--task", "vps", "--vps-data", str(root), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidseg: error: ") and "older toy generator (version 1" in err[0]
+    assert sorted(p.name for p in root.iterdir()) == ["toy_vps.json"]  # nothing written into it
+
+
 # --------------------------------------------------------------------------------------- Cityscapes-VPS
 
 
@@ -278,3 +293,61 @@ def test_viper_layout_and_encodings(toy_viper_root: Path) -> None:
             assert (labels[ids == sid] == seg["category_id"]).all()
             track[video].setdefault(sid, seg["category_id"])
     assert all(sum(c >= 13 for c in t.values()) >= 2 for t in track.values())
+
+
+# ---------------------------------------------------------------------- what the set is made to measure
+
+
+def _scenes(n: int, *, fmt: str = "cityscapes_vps", frames: int = 30, max_objects: int = 6):
+    from vidseg.data.toy_vps import _Scene
+
+    rng = np.random.default_rng(11)
+    return [_Scene(fmt, rng, frames, max_objects, index=i) for i in range(n)]
+
+
+def test_thing_classes_are_told_apart_by_appearance() -> None:
+    """A nearest-centroid classifier on each instance's mean colour names its class: one frame is enough."""
+    features, classes = [], []
+    for scene in _scenes(12):
+        scene.degradation = {}
+        image, _, pan, segments = scene.render(10, 128, 256, np.random.default_rng(0))
+        for value, (cls, _) in segments.items():
+            mask = pan == value
+            if value >= PANOPTIC_LABEL_DIVISOR and mask.sum() >= 100:
+                features.append(image[mask].mean(axis=0))
+                classes.append(cls)
+    features, classes = np.array(features), np.array(classes)
+    assert len(set(classes.tolist())) == 4 and len(classes) >= 40
+    centroids = {c: features[classes == c].mean(axis=0) for c in set(classes.tolist())}
+    predicted = [min(centroids, key=lambda c: np.linalg.norm(f - centroids[c])) for f in features]
+    assert (np.array(predicted) == classes).mean() == 1.0
+
+
+def test_degraded_frames_change_the_image_not_the_labels() -> None:
+    scenes = _scenes(8)
+    degraded = [t for s in scenes for t in s.degradation]
+    assert 0 not in degraded  # the first frame is always clean
+    assert 0.15 < len(degraded) / (8 * 29) < 0.45
+    kinds = {kind for s in scenes for kind, _ in s.degradation.values()}
+    assert kinds == {"blur", "noise", "glare", "dark"}
+    for scene in scenes[:3]:
+        t = min(scene.degradation)
+        image, label, pan, segments = scene.render(t, 64, 128, np.random.default_rng(0))
+        kept = scene.degradation
+        scene.degradation = {}
+        clean, clean_label, clean_pan, clean_segments = scene.render(t, 64, 128, np.random.default_rng(0))
+        scene.degradation = kept
+        np.testing.assert_array_equal(label, clean_label)
+        np.testing.assert_array_equal(pan, clean_pan)
+        assert segments == clean_segments
+        assert np.abs(image.astype(float) - clean).mean() > 8  # a visible degradation
+
+
+def test_every_video_has_a_crossing_same_class_pair() -> None:
+    for scene in _scenes(10):
+        a, b = scene.things[:2]
+        assert a.cls == b.cls and a.vx * b.vx < 0
+        gap = [(a.x0 + a.vx * t) - (b.x0 + b.vx * t) for t in (0, 29)]
+        assert gap[0] * gap[1] < 0  # they swap sides during the clip
+        # ... at nearly the same depth, so the nearer one hides the other while they cross
+        assert abs(a.y0 - b.y0) < 0.01

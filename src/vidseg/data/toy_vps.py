@@ -3,11 +3,28 @@ demos and tests.
 
 Each video is a driving scene seen by a moving camera: sky, a skyline of buildings and trees, poles, a
 road in perspective with sidewalks and terrain, all textured in world coordinates, while the camera pans
-sideways and zooms in (driving forward), so copying an earlier frame's panoptic map scores low. Thing
-instances of several classes (people crossing, vehicles on the road...) move, grow as they approach,
-occlude and cross each other, each with its own colour and stripe pattern and a track id that stays
-constant within the video. The ego-vehicle hood at the bottom is void; some videos have a void blob and a
-crowd region (a thing class without instances, ``iscrowd=1``).
+sideways and zooms in slowly (driving forward), so copying an earlier frame's panoptic map scores low. The ego-
+vehicle hood at the bottom is void; some videos have a void blob and a crowd region (a thing class without
+instances, ``iscrowd=1``).
+
+The set is made to tell a good VPSNet from a bad one (version 2 of the generator; ``GENERATOR_VERSION``):
+
+* **Things are recognisable from one frame.** Four thing classes (Cityscapes-VPS: person, car, truck,
+  bicycle; VIPER: person, car, truck, motorcycle), each with its own silhouette, colour family and texture:
+  a red upright ellipse with a dark lower half (person), a blue rounded box with a pale window band (car),
+  a yellow box with vertical stripes (truck), a cyan diamond with a dark hub (bicycle). Hue, saturation,
+  brightness, size (+-10%) and the pattern vary within a class; the camera's slow zoom and each thing's
+  growth change its apparent size by at most 1.6x within a clip. Seen whole, a thing is 20-50 px tall at the
+  demo's 128x256; occluded or leaving the view, less.
+* **Video pays.** About 30% of the frames after the first are degraded: a strong blur, heavy noise, a glare
+  patch over part of the frame, or a dark low-contrast frame. Only the image is degraded; the labels show
+  the true scene, as an annotator who saw the neighbouring frames would draw it. A single-frame model has to
+  guess there; the previous frame carries the evidence (what VPSNet's Fuse module warps and attends to).
+* **Identities must be kept.** Every video has a pair of same-class instances (people, cars or bicycles) at
+  nearly the same depth that move in opposite directions and cross mid-clip, the nearer one hiding the other
+  for a few frames; other things move across and occlude each other (far to near), and leave and re-enter
+  the view as the camera pans. Telling the two apart after the crossing takes appearance (Track's
+  embeddings), not only overlap with the previous frame.
 
 Files written under ``root`` (encodings as the official preparation scripts write them; vpsnet.md)::
 
@@ -45,7 +62,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR
 from vidseg.data.cityscapes_vps import CITYSCAPES_VPS_CATEGORIES
@@ -54,28 +71,47 @@ from vidseg.data.panoptic import write_panoptic_png
 from vidseg.data.viper import VIPER_CATEGORIES
 from vidseg.data.vps_common import rle_encode
 from vidseg.data.vps_layout import CITYSCAPES_VPS, VIPER
+from vidseg.errors import DataError
 
 META_FILE = "toy_vps.json"
+# Version 2: class-specific things, degraded frames, crossing pairs (version 1 sets had classes told apart by size).
+GENERATOR_VERSION = 2
 FORMATS = ("cityscapes_vps", "viper")
 CITYSCAPES_FRAMES = 30  # every Cityscapes-VPS clip has 30 frames, every 5th annotated
 ANNOTATION_STRIDE = 5
 _CITIES = ("frankfurt", "lindau", "munster")
 
-# Scene roles -> class ids of each format.
+# Scene roles -> class ids of each format. No fence: thin stuff only adds noise to a toy VPQ.
 _STUFF = {
-    "cityscapes_vps": dict(road=0, sidewalk=1, building=2, fence=4, pole=5, vegetation=8, terrain=9, sky=10),
-    "viper": dict(sky=0, road=1, sidewalk=2, terrain=3, vegetation=5, building=6, pole=7, fence=8),
+    "cityscapes_vps": dict(road=0, sidewalk=1, building=2, pole=5, vegetation=8, terrain=9, sky=10),
+    "viper": dict(sky=0, road=1, sidewalk=2, terrain=3, vegetation=5, building=6, pole=7),
 }
-# Thing classes with their shape ("round" = ellipse, "box" = superellipse) and world half-size (w, h).
-_THINGS = {
-    "cityscapes_vps": [(11, "round", (0.018, 0.05)), (12, "round", (0.02, 0.055)), (13, "box", (0.07, 0.04)),
-                       (14, "box", (0.09, 0.06)), (15, "box", (0.11, 0.07)), (17, "round", (0.03, 0.035)),
-                       (18, "round", (0.028, 0.03))],
-    "viper": [(17, "round", (0.018, 0.05)), (18, "round", (0.03, 0.035)), (19, "box", (0.07, 0.04)),
-              (20, "box", (0.08, 0.05)), (21, "box", (0.11, 0.07)), (22, "box", (0.09, 0.06))],
+# Thing roles -> class ids. Each role has its own silhouette, colour family and texture (see _ROLES).
+_THING_CLASS = {
+    "cityscapes_vps": dict(person=11, car=13, truck=14, cycle=18),
+    "viper": dict(person=17, car=19, truck=22, cycle=18),
 }
-_CROWD_CLASS = {"cityscapes_vps": 11, "viper": 17}
+
+
+@dataclass(frozen=True)
+class _Role:
+    shape: str  # "ellipse" | "rounded" (superellipse, power 4) | "box" (power 10) | "diamond"
+    half: tuple[float, float]  # world half-size (w, h) at scale 1
+    hue: tuple[float, float]  # HSV hue range of the body colour
+    pattern: str  # "two-tone" | "window" | "stripes" | "hub"
+    speed: tuple[float, float]  # lateral speed range (world units per frame)
+
+
+_ROLES = {
+    "person": _Role("ellipse", (0.03, 0.075), (0.97, 1.01), "two-tone", (0.004, 0.008)),
+    "car": _Role("rounded", (0.09, 0.044), (0.60, 0.65), "window", (0.002, 0.005)),
+    "truck": _Role("box", (0.095, 0.072), (0.11, 0.15), "stripes", (0.0, 0.002)),
+    "cycle": _Role("diamond", (0.045, 0.04), (0.48, 0.52), "hub", (0.003, 0.006)),
+}
+_CROWD_ROLE = "person"
 _CATEGORIES = {"cityscapes_vps": CITYSCAPES_VPS_CATEGORIES, "viper": VIPER_CATEGORIES}
+DEGRADATIONS = ("blur", "noise", "glare", "dark")
+DEGRADED_FRACTION = 0.3  # of the frames after the first
 
 
 @dataclass(frozen=True)
@@ -88,6 +124,7 @@ class ToyVPSParams:
     width: int = 512
     frames: int = CITYSCAPES_FRAMES
     max_objects: int = 6
+    generator: int = GENERATOR_VERSION
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -97,30 +134,31 @@ class ToyVPSParams:
 
 @dataclass
 class _Thing:
+    role: str
     cls: int
     inst: int
-    shape: str
     x0: float  # world position of the bottom centre at t = 0
     y0: float
     vx: float  # world units per frame
-    vy: float
     sx: float  # world half-size
     sy: float
     grow: float  # relative size change per frame
-    colour: np.ndarray  # (3,) float
-    stripe: float  # stripe frequency in object units
+    colour: np.ndarray  # (3,) float body colour
+    detail: float  # pattern frequency / position, varies within the class
 
 
 class _Scene:
-    """One video's random layout; :meth:`render` draws frame t as (image, labelmap, panoptic_inst)."""
+    """One video's random layout; :meth:`render` draws frame t as (image, labelmap, panoptic_inst, segments)."""
 
-    def __init__(self, fmt: str, rng: np.random.Generator, frames: int, max_objects: int) -> None:
+    def __init__(self, fmt: str, rng: np.random.Generator, frames: int, max_objects: int, index: int = 0) -> None:
+        """``index``: the video's position in its split; even videos get a crowd region, odd ones a void blob,
+        so every split with two videos has both."""
         self.fmt, self.stuff = fmt, _STUFF[fmt]
         self.colours = {c["id"]: np.array(c["color"], dtype=np.float32) for c in _CATEGORIES[fmt]}
         self.thing_ids = {c["id"] for c in _CATEGORIES[fmt] if c["isthing"]}
-        # Camera: pans sideways and zooms in (driving forward) with a slight bob.
+        # Camera: pans sideways and zooms in slowly (driving forward) with a slight bob.
         self.pan = rng.choice([-1, 1]) * rng.uniform(0.006, 0.012)
-        self.zoom = rng.uniform(0.02, 0.035)
+        self.zoom = rng.uniform(0.008, 0.015)
         self.bob = rng.uniform(0.002, 0.006)
         self.cx0 = rng.uniform(-1, 1)
         self.horizon = rng.uniform(-0.07, -0.03)
@@ -133,41 +171,87 @@ class _Scene:
         self.waves = [(rng.uniform(8, 40), rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)) for _ in range(4)]
         self.void_blob = (
             (self.cx0 + rng.uniform(-0.3, 0.3), self.horizon + rng.uniform(0.01, 0.03), rng.uniform(0.02, 0.04))
-            if rng.random() < 0.5 else None)
+            if index % 2 == 1 else None)
         self.crowd = (
             (self.road_centre + rng.choice([-1, 1]) * rng.uniform(0.12, 0.25), self.horizon + rng.uniform(0.03, 0.06),
              rng.uniform(0.04, 0.07), rng.uniform(0.02, 0.035))
-            if rng.random() < 0.5 else None)
+            if index % 2 == 0 else None)
         self.things = self._make_things(rng, frames, max_objects)
+        # Degraded frames (never the first): the image only, the labels show the true scene.
+        kinds = rng.choice(len(DEGRADATIONS), size=frames)
+        hit = rng.random(frames) < DEGRADED_FRACTION
+        hit[0] = False
+        self.degradation = {t: (DEGRADATIONS[kinds[t]], rng.integers(2**32)) for t in range(frames) if hit[t]}
+
+    def _new_thing(self, rng: np.random.Generator, role: str, counters: dict[int, int], *, t_cross: float,
+                   x_cross: float, y0: float, direction: int) -> _Thing:
+        r = _ROLES[role]
+        cls = _THING_CLASS[self.fmt][role]
+        inst = counters.get(cls, 0)  # per class and video, from 0 like Cityscapes-VPS
+        counters[cls] = inst + 1
+        vx = direction * rng.uniform(*r.speed)
+        hue = rng.uniform(*r.hue) % 1.0
+        colour = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 0.95), rng.uniform(0.6, 0.95)),
+                          dtype=np.float32) * 255
+        scale = rng.uniform(0.9, 1.1)
+        return _Thing(role, cls, inst, x_cross - vx * t_cross, y0, vx, r.half[0] * scale, r.half[1] * scale,
+                      rng.uniform(0.0, 0.004), colour, rng.uniform(0, 1))
 
     def _make_things(self, rng: np.random.Generator, frames: int, max_objects: int) -> list[_Thing]:
-        kinds = _THINGS[self.fmt]
+        """A crossing pair of one class (identities to keep), then random things; one may pass behind another."""
         n = int(rng.integers(max(2, max_objects // 2), max_objects + 1))
         counters: dict[int, int] = {}
-        things = []
-        for k in range(n):
-            # The first two are a vehicle and a person so every video has several classes.
-            cls, shape, (sx, sy) = kinds[2] if k == 0 else kinds[0] if k == 1 else kinds[int(rng.integers(len(kinds)))]
-            inst = counters.get(cls, 0)  # per class and video, from 0 like Cityscapes-VPS
-            counters[cls] = inst + 1
+        roles = list(_ROLES)
+        cam = lambda t: self.cx0 + self.pan * t  # noqa: E731 - camera centre x at frame t
+        # The pair: same class, about the same depth, opposite directions, crossing mid-clip.
+        role = str(rng.choice(["person", "car", "cycle"]))
+        t_cross = rng.uniform(0.35, 0.65) * frames
+        x_cross, y_pair = cam(t_cross) + rng.uniform(-0.15, 0.15), self.horizon + rng.uniform(0.06, 0.12)
+        things = [self._new_thing(rng, role, counters, t_cross=t_cross, x_cross=x_cross,
+                                  y0=y_pair + dy, direction=d) for d, dy in ((1, 0.0), (-1, 0.006))]
+        # The others: first every other class once (in random order), so a video shows several classes.
+        others = [str(r) for r in rng.permutation(roles) if r != role]
+        others += [roles[int(i)] for i in rng.integers(len(roles), size=max(0, n - 2 - len(others)))]
+        for role in others[:n - 2]:
             t_mid = rng.uniform(0.2, 0.8) * frames
-            cam_x = self.cx0 + self.pan * t_mid
-            y0 = self.horizon + rng.uniform(0.03, 0.12)
-            # People cross (fast lateral motion); vehicles drive along (slower lateral, approach).
-            vx = (rng.choice([-1, 1]) * rng.uniform(0.003, 0.008)) if shape == "round" else rng.uniform(-0.003, 0.003)
-            vy = rng.uniform(0.0, 0.0015)
-            x0 = cam_x + rng.uniform(-0.25, 0.25) - vx * t_mid
-            hue = (k * 0.61803 + rng.uniform(0, 0.2)) % 1.0
-            colour = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.95)),
-                              dtype=np.float32) * 255
-            scale = rng.uniform(0.8, 1.3)
-            things.append(_Thing(cls, inst, shape, x0, y0, vx, vy, sx * scale, sy * scale, rng.uniform(0.0, 0.02),
-                                 colour, rng.uniform(2, 5)))
+            x_mid = cam(t_mid) + rng.uniform(-0.3, 0.3)
+            things.append(self._new_thing(rng, role, counters, t_cross=t_mid, x_cross=x_mid,
+                                          y0=self.horizon + rng.uniform(0.04, 0.15),
+                                          direction=int(rng.choice([-1, 1]))))
         return things
 
     def camera(self, t: int) -> tuple[float, float, float]:
         """(centre x, centre y, zoom) of the camera at frame t (world units)."""
         return self.cx0 + self.pan * t, self.bob * np.sin(0.9 * t), 1.0 + self.zoom * t
+
+    def _draw_thing(self, th: _Thing, t: int, wx: np.ndarray, wy: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """Paint thing ``th`` at frame t into ``image`` (H, W, 3) float; return its (H, W) bool mask."""
+        g = 1.0 + th.grow * t
+        sx, sy = th.sx * g, th.sy * g
+        dx, dy = (wx - (th.x0 + th.vx * t)) / sx, (wy - (th.y0 - sy)) / sy  # object units, centre 0, [-1, 1]
+        shape = _ROLES[th.role].shape
+        if shape == "ellipse":
+            inside = dx**2 + dy**2 < 1
+        elif shape == "rounded":
+            inside = dx**4 + dy**4 < 1
+        elif shape == "box":
+            inside = dx**10 + dy**10 < 1
+        else:
+            inside = np.abs(dx) + np.abs(dy) < 1
+        if not inside.any():
+            return inside
+        pattern = _ROLES[th.role].pattern
+        shade = np.ones_like(dx)
+        if pattern == "two-tone":  # light top (shirt), dark bottom (trousers)
+            shade = np.where(dy > 0.1 * th.detail, 0.45, 1.0)
+        elif pattern == "window":  # a pale window band in the upper part
+            shade = np.where((dy < -0.2) & (dy > -0.75) & (np.abs(dx) < 0.75), 1.6, 1.0)
+        elif pattern == "stripes":  # vertical stripes
+            shade = 0.7 + 0.3 * np.sign(np.sin(dx * (3 + 2 * th.detail) * np.pi))
+        elif pattern == "hub":  # dark centre
+            shade = np.where(np.abs(dx) + np.abs(dy) < 0.35 + 0.2 * th.detail, 0.35, 1.0)
+        image[inside] = np.clip(th.colour * shade[inside][:, None], 0, 255)
+        return inside
 
     def render(self, t: int, height: int, width: int, noise_rng: np.random.Generator):
         """Frame t: image (H, W, 3) uint8, labelmap (H, W) uint8, panoptic_inst (H, W) uint16, segments.
@@ -194,15 +278,15 @@ class _Scene:
         label[ground] = s["terrain"]
         label[ground & (lateral < 3.2 * depth)] = s["sidewalk"]
         label[ground & (lateral < 2.5 * depth)] = s["road"]
-        fence = ground & (depth < 0.012) & (lateral >= 3.2 * depth) & (lateral < 4.0 * depth + 0.05)
-        label[fence] = s["fence"]
-        pole = (((wx - self.pole_offset) % self.pole_spacing) < 0.006) & (wy > horizon - 0.12) & (depth < 0.015)
+        pole = (((wx - self.pole_offset) % self.pole_spacing) < 0.012) & (wy > horizon - 0.12) & (depth < 0.015)
         label[pole] = s["pole"]
         pan = label.copy()
         # Texture in world coordinates (moves with the scene).
         tex = sum(np.sin(f * wx + p1) * np.sin(f * 0.7 * wy + p2) for f, p1, p2 in self.waves) / len(self.waves)
         image = np.empty((height, width, 3), dtype=np.float32)
-        lut = np.stack([self.colours[i] for i in range(len(self.colours))])
+        lut = np.zeros((max(self.colours) + 1, 3), np.float32)
+        for i, c in self.colours.items():
+            lut[i] = c
         image[:] = lut[label] * (0.8 + 0.25 * tex[..., None])
         windows = (label == s["building"]) & (np.sin(wx * 260) > 0.5) & (np.sin(wy * 300) > 0.4)
         image[windows] *= 0.55
@@ -212,23 +296,13 @@ class _Scene:
         if self.crowd is not None:
             ccx, ccy, rx, ry = self.crowd
             crowd = ((wx - ccx) / rx) ** 2 + ((wy - (ccy - ry)) / ry) ** 2 < 1
-            cls = _CROWD_CLASS[self.fmt]
+            cls = _THING_CLASS[self.fmt][_CROWD_ROLE]
             label[crowd], pan[crowd] = cls, cls  # crowd: the bare thing class in panoptic_inst
             image[crowd] = self.colours[cls] * (0.6 + 0.4 * (np.sin(wx * 400) > 0))[crowd][:, None]
         # Things, far to near (painter's order by their ground contact), so nearer ones occlude.
-        order = sorted(self.things, key=lambda th: th.y0 + th.vy * t)
-        for th in order:
-            g = 1.0 + th.grow * t
-            bx, by = th.x0 + th.vx * t, th.y0 + th.vy * t
-            sx, sy = th.sx * g, th.sy * g
-            dx, dy = (wx - bx) / sx, (wy - (by - sy)) / sy
-            inside = (dx**2 + dy**2 < 1) if th.shape == "round" else (dx**4 + dy**4 < 1)
-            if not inside.any():
-                continue
-            value = th.cls * PANOPTIC_LABEL_DIVISOR + th.inst
-            label[inside], pan[inside] = th.cls, value
-            shade = 0.75 + 0.25 * np.sign(np.sin(dx * th.stripe * np.pi))
-            image[inside] = th.colour * shade[inside][:, None] * (1.0 - 0.3 * (dy[inside] > 0.6))[:, None]
+        for th in sorted(self.things, key=lambda th: th.y0):
+            inside = self._draw_thing(th, t, wx, wy, image)
+            label[inside], pan[inside] = th.cls, th.cls * PANOPTIC_LABEL_DIVISOR + th.inst
         if self.void_blob is not None:
             vx_, vy_, r = self.void_blob
             blob = ((wx - vx_) ** 2 + (wy - vy_) ** 2) < r**2
@@ -240,6 +314,8 @@ class _Scene:
         label[hood], pan[hood] = IGNORE_LABEL, IGNORE_LABEL
         image[hood] = (40, 40, 45)
         image += noise_rng.normal(0, 3, size=image.shape).astype(np.float32)
+        if t in self.degradation:
+            image = _degrade(image, *self.degradation[t])
         for v in np.unique(pan).tolist():
             if v == IGNORE_LABEL:
                 continue
@@ -247,6 +323,25 @@ class _Scene:
             crowd = int(v < PANOPTIC_LABEL_DIVISOR and cls in self.thing_ids)
             segments[v] = (cls, crowd)
         return (np.clip(image, 0, 255).astype(np.uint8), label.astype(np.uint8), pan.astype(np.uint16), segments)
+
+
+def _degrade(image: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    """One degraded frame (H, W, 3) float: strong blur, heavy noise, a glare patch over part of it, or dark and
+    low-contrast. Sizes scale with the frame, so a set at any resolution is as hard."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    if kind == "blur":
+        pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+        return np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=w / 80)), dtype=np.float32)
+    if kind == "noise":
+        return image + rng.normal(0, 50, size=image.shape).astype(np.float32)
+    if kind == "glare":  # an over-exposed blob covering a third to a half of the frame width
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.2, 0.8) * w
+        ry, rx = rng.uniform(0.25, 0.4) * h, rng.uniform(0.17, 0.25) * w
+        yy, xx = np.mgrid[0:h, 0:w]
+        alpha = np.clip(1.5 * (1 - ((yy - cy) / ry) ** 2 - ((xx - cx) / rx) ** 2), 0, 0.9)[..., None]
+        return image * (1 - alpha) + 250 * alpha
+    return image * 0.3 + 20 + rng.normal(0, 8, size=image.shape).astype(np.float32)  # dark
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -321,7 +416,7 @@ def _write_split(p: ToyVPSParams, root: Path, split: str, first_vid: int, num_vi
     ids = _IdGenerator(cats, rng)
     inst_images, inst_anns, pan_images, all_images, gt_images, gt_anns = [], [], [], [], [], []
     for vid in range(first_vid, first_vid + num_videos):
-        scene = _Scene(fmt, rng, frames, p.max_objects)
+        scene = _Scene(fmt, rng, frames, p.max_objects, index=vid - first_vid)
         noise_rng = np.random.default_rng(rng.integers(2**63))
         city, seq, base = _CITIES[vid % len(_CITIES)], int(rng.integers(1000)), int(rng.integers(100, 5000))
         colours: dict[int, int] = {}  # panoptic_inst value -> segment id, per video (ids constant in a video)
@@ -415,11 +510,15 @@ def generate_toy_vps(
     root = Path(root)
     meta = root / META_FILE
     if meta.is_file():
-        if json.loads(meta.read_text()) == asdict(params):
+        old = json.loads(meta.read_text())
+        if old == asdict(params):
             return root
-        raise ValueError(f"{root} holds a toy set made with other parameters ({meta}); use another folder")
+        if old.get("generator", 1) != GENERATOR_VERSION:
+            raise DataError(f"{root} holds a toy set made by an older toy generator (version "
+                             f"{old.get('generator', 1)}, {meta}); delete that folder or use another one")
+        raise DataError(f"{root} holds a toy set made with other parameters ({meta}); use another folder")
     if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
-        raise ValueError(f"{root} is not empty and holds no {META_FILE}; refusing to write a toy set into it")
+        raise DataError(f"{root} is not empty and holds no {META_FILE}; refusing to write a toy set into it")
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, FORMATS.index(format)]))
     _write_split(params, root, "train", 1, params.videos, rng)
     if params.val_videos:
