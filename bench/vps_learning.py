@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/ops.py
 from bench.ops import machine  # noqa: E402
 from vidseg.data.toy_vps import generate_toy_vps  # noqa: E402
 from vidseg.demo import VPS_TOY, write_first_frame_baseline  # noqa: E402
+from vidseg.models.vpsnet import VARIANTS  # noqa: E402
 
 SEEDS = (101, 102, 103)
 METRICS = ("VPQ", "thing", "stuff", "STQ", "AQ")
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
         ckpts[variant] = run_dir / "checkpoints" / "last.ckpt"
     if not ckpts:
         parser.error("nothing to score: give --ckpt VARIANT=PATH or --train VARIANTS")
+    order = [v for v in VARIANTS if v in ckpts] + [v for v in ckpts if v not in VARIANTS]  # the paper's order
+    ckpts = {v: ckpts[v] for v in order}
     per_seed: dict[str, dict[int, dict[str, float]]] = {f"VPSNet {v}": {} for v in ckpts} | {BASELINE: {}}
     for seed in args.seeds:
         data = Path(f"{args.unseen_root}_s{seed}")

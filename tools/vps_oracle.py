@@ -40,7 +40,6 @@ from vidseg.metrics.vps_eval import (  # noqa: E402
     load_ground_truth,
 )
 
-ORACLE_IDS = 10_000_000  # ids given by the association oracle (RGB ids go up to 2**24 - 1)
 MODES = ("as submitted", "class oracle", "association oracle", "class + association")
 
 
@@ -75,7 +74,9 @@ def substitute(gt: VPSGroundTruth, submission: Path, out_dirs: dict[str, Path]) 
     for d in out_dirs.values():
         (d / "pan_pred").mkdir(parents=True)
     for video in gt.videos:
-        track_id: dict[int, int] = {}  # GT segment id (constant in a video) -> new id for the association oracle
+        # Association oracle ids, per video: ("gt", GT segment id) for matched predictions (one per GT track), or
+        # ("pred", predicted id) for the rest (kept apart, their own association kept) -> 1, 2, ...
+        new_id: dict[tuple[str, int], int] = {}
         for frame in video.frames:
             gt_ids = read_panoptic_png(frame.png_path)
             pred_ids = read_panoptic_png(submission / "pan_pred" / f"{frame.image_id}.png")
@@ -87,23 +88,22 @@ def substitute(gt: VPSGroundTruth, submission: Path, out_dirs: dict[str, Path]) 
             stats["covered_right_class"] += sum(
                 1 for sid, g in matched.items()
                 if g["category_id"] == next(s["category_id"] for s in segments if s["id"] == sid))
-            if pred_ids.max(initial=0) >= ORACLE_IDS:
-                raise SystemExit(f"{frame.image_id}: predicted ids reach {ORACLE_IDS}, the oracle's id range")
             for mode, d in out_dirs.items():
                 fix_class = mode in ("class oracle", "class + association")
                 fix_track = mode in ("association oracle", "class + association")
-                new_ids = pred_ids.copy()
+                new_ids = np.zeros_like(pred_ids) if fix_track else pred_ids
                 new_segments = []
                 for seg in segments:
                     seg = dict(seg)
                     g = matched.get(seg["id"])
                     if g is not None and fix_class:
                         seg["category_id"] = g["category_id"]
-                    if g is not None and fix_track:
-                        new = track_id.setdefault(g["id"], ORACLE_IDS + len(track_id))
+                    if fix_track:
+                        key = ("gt", g["id"]) if g is not None else ("pred", seg["id"])
+                        new = new_id.setdefault(key, len(new_id) + 1)
                         new_ids[pred_ids == seg["id"]] = new
                         seg["id"] = new
-                    new_segments.append(seg)  # unmatched predictions keep their ids (below ORACLE_IDS)
+                    new_segments.append(seg)
                 write_panoptic_png(d / "pan_pred" / f"{frame.image_id}.png", new_ids)
                 annotations[mode].append({"image_id": frame.image_id, "segments_info": new_segments})
     for mode, d in out_dirs.items():

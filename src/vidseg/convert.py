@@ -81,7 +81,7 @@ def convert_vpsnet_official(official: str | os.PathLike, output: str | os.PathLi
     """
     from vidseg.data.cityscapes_vps import CITYSCAPES_VPS_CATEGORIES
     from vidseg.data.io import atomic_path
-    from vidseg.inference.checkpoint import MODEL_PREFIX, TASK_KEY
+    from vidseg.inference.checkpoint import build_checkpoint
     from vidseg.models.vpsnet import build_vpsnet
     from vidseg.models.vpsnet.official_keys import DROPPED, OFFICIAL_NET, convert_official_state
     from vidseg.tasks.vps import DEFAULT_SCHEDULER
@@ -104,18 +104,15 @@ def convert_vpsnet_official(official: str | os.PathLike, output: str | os.PathLi
     converted = convert_official_state(state, expected, source=str(official), flownet2=flow_state,
                                        flownet2_source=str(flownet2) if flownet2 is not None else None)
     dropped = [k for k in state if DROPPED.fullmatch(k)]
-    checkpoint = {
-        TASK_KEY: "vps",
-        "hyper_parameters": {
-            "net": copy.deepcopy(OFFICIAL_NET), "variant": OFFICIAL_NET["variant"],
-            "optimizer": dict(OFFICIAL_OPTIMIZER), "scheduler": dict(DEFAULT_SCHEDULER), "grad_clip_norm": 35.0,
-            "lr_reference_batch": 8, "categories": [dict(c, color=list(c["color"])) for c in CITYSCAPES_VPS_CATEGORIES],
-            "val_precision": "32",
-        },
-        "state_dict": {MODEL_PREFIX + k: v.detach().contiguous() for k, v in converted.items()},
-        CONVERTED_FROM_KEY: {"format": "vpsnet-official", "file": official.name,
-                             "flownet2": Path(flownet2).name if flownet2 is not None else None},
+    hyper_parameters = {
+        "net": copy.deepcopy(OFFICIAL_NET), "variant": OFFICIAL_NET["variant"],
+        "optimizer": dict(OFFICIAL_OPTIMIZER), "scheduler": dict(DEFAULT_SCHEDULER), "grad_clip_norm": 35.0,
+        "lr_reference_batch": 8, "categories": [dict(c, color=list(c["color"])) for c in CITYSCAPES_VPS_CATEGORIES],
+        "val_precision": "32",
     }
+    provenance = {"format": "vpsnet-official", "file": official.name,
+                  "flownet2": Path(flownet2).name if flownet2 is not None else None}
+    checkpoint = build_checkpoint("vps", hyper_parameters, converted, **{CONVERTED_FROM_KEY: provenance})
     with atomic_path(output) as tmp:
         torch.save(checkpoint, tmp)
     return {"output": str(output), "tensors": len(converted), "dropped": dropped}

@@ -174,6 +174,15 @@ def load_model_state(model: torch.nn.Module, checkpoint: VidsegCheckpoint) -> No
     model.load_state_dict(checkpoint.model_state)
 
 
+def build_checkpoint(task: str, hyper_parameters: dict[str, Any], model_state: dict[str, torch.Tensor],
+                     **extra: Any) -> dict[str, Any]:
+    """A checkpoint dict in the layout :func:`read_checkpoint` reads, for code that writes one without Lightning
+    (e.g. ``vidseg.convert``): ``hyper_parameters`` plain containers, ``model_state`` the network's state dict
+    (keys without the LightningModule's ``model.`` prefix), ``extra`` further top-level keys (provenance)."""
+    return {TASK_KEY: task, "hyper_parameters": hyper_parameters,
+            "state_dict": {MODEL_PREFIX + k: v.detach().contiguous() for k, v in model_state.items()}, **extra}
+
+
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
     """Identifies one version of a checkpoint file: predictions made with another one are never reused."""
     path = Path(path)
