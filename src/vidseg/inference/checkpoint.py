@@ -63,11 +63,19 @@ def read_checkpoint(path: str | os.PathLike, *, task: str | None = None,
                     map_location: str | torch.device = "cpu") -> VidsegCheckpoint:
     """Load a vidseg checkpoint with ``weights_only=True`` and check it belongs to ``task``.
 
+    ``path`` may also be a pretrained folder (model.safetensors + config.json, :mod:`vidseg.pretrained`): it is
+    read without pickle.
+
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: truncated/corrupt file, not a vidseg checkpoint, or a checkpoint of another task.
     """
     path = Path(path)
+    if path.is_dir():
+        from vidseg.pretrained import is_pretrained_folder, read_pretrained
+
+        if is_pretrained_folder(path):
+            return read_pretrained(path, task=task, map_location=map_location)
     if not path.is_file():
         what = _what_is_there(path)
         if what == "does not exist":
@@ -186,5 +194,6 @@ def build_checkpoint(task: str, hyper_parameters: dict[str, Any], model_state: d
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
     """Identifies one version of a checkpoint file: predictions made with another one are never reused."""
     path = Path(path)
-    stat = path.stat()
+    # a pretrained folder: its weights file (replaced atomically on re-export, so its mtime changes)
+    stat = (path / "model.safetensors").stat() if path.is_dir() else path.stat()
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"

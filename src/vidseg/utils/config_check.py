@@ -175,7 +175,8 @@ FILE, FOLDER, EITHER = "file", "folder", "file or folder"
 
 # key -> (what it must be, whether it must exist now, what it is for)
 PATH_KEYS = {
-    "ckpt": (FILE, True, "a checkpoint written by vidseg.train, e.g. ckpt=<run>/checkpoints/last.ckpt"),
+    "ckpt": (FILE, True, "a checkpoint written by vidseg.train, e.g. ckpt=<run>/checkpoints/last.ckpt, or a "
+                         "pretrained folder (python -m vidseg.export format=pretrained)"),
     "ckpt_path": (FILE, True, "the checkpoint to resume, e.g. ckpt_path=<run>/checkpoints/last.ckpt"),
     "input": (EITHER, True, "a video file or a folder of frames, e.g. input=clip.mp4"),
     "mask": (EITHER, True, "the first frame's indexed PNG or a folder of per-frame PNGs, e.g. mask=00000.png"),
@@ -207,6 +208,12 @@ def describe_missing_path(path: Path) -> str:
     return ""
 
 
+def _is_pretrained_folder(path: Path) -> bool:
+    from vidseg.pretrained import is_pretrained_folder
+
+    return is_pretrained_folder(path)
+
+
 def _check_input_path(key: str, value: Any) -> None:
     kind, must_exist, example = PATH_KEYS[key]
     path = Path(str(value))
@@ -215,7 +222,7 @@ def _check_input_path(key: str, value: Any) -> None:
         if must_exist or "loop" in problem or "broken" in problem or "permission" in problem:
             raise ConfigError(f"{key}={value}: the {kind} {problem}; give {example}")
         return  # the dataset's own message says where to get it
-    if kind == FILE and path.is_dir():
+    if kind == FILE and path.is_dir() and not (key == "ckpt" and _is_pretrained_folder(path)):
         hint = ""
         for guess in ("checkpoints/last.ckpt", "last.ckpt"):
             if (path / guess).is_file():
