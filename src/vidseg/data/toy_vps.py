@@ -4,8 +4,8 @@ demos and tests.
 Each video is a driving scene seen by a moving camera: sky, a skyline of buildings and trees, poles, a
 road in perspective with sidewalks and terrain, all textured in world coordinates, while the camera pans
 sideways and zooms in slowly (driving forward), so copying an earlier frame's panoptic map scores low. The ego-
-vehicle hood at the bottom is void; some videos have a void blob and a crowd region (a thing class without
-instances, ``iscrowd=1``).
+vehicle hood at the bottom is void; the even-numbered videos of a split have a crowd region (a thing class
+without instances, ``iscrowd=1``), the odd-numbered ones a void blob.
 
 The set is made to tell a good VPSNet from a bad one (version 2 of the generator; ``GENERATOR_VERSION``):
 
@@ -22,8 +22,8 @@ The set is made to tell a good VPSNet from a bad one (version 2 of the generator
   guess there; the previous frame carries the evidence (what VPSNet's Fuse module warps and attends to).
 * **Identities must be kept.** Every video has a pair of same-class instances (people, cars or bicycles) at
   nearly the same depth that move in opposite directions and cross mid-clip, the nearer one hiding the other
-  for a few frames; other things move across and occlude each other (far to near), and leave and re-enter
-  the view as the camera pans. Telling the two apart after the crossing takes appearance (Track's
+  for a few frames; other things move across and occlude each other (far to near), and enter or leave the
+  view as they and the camera move. Telling the two apart after the crossing takes appearance (Track's
   embeddings), not only overlap with the previous frame.
 
 Files written under ``root`` (encodings as the official preparation scripts write them; vpsnet.md)::
