@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers.vps_submission import submission_from_ground_truth
@@ -69,3 +70,19 @@ def test_each_oracle_restores_its_own_error(damage, fixed_by, toy_cityscapes_vps
     assert stats["covered_right_class"] == right
     assert "| class oracle |" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in submission.rglob("*") if p.is_file()} == before  # untouched
+
+
+def test_a_prediction_matches_only_above_iou_one_half():
+    """The oracle's match is the VPQ rule: IoU > 0.5, strictly."""
+    match = _oracle_tool()._match
+    gt = np.zeros((1, 8), np.int64)
+    gt[0, :4] = 7  # a GT thing of 4 pixels
+    gt_segments = [{"id": 7, "category_id": 11, "iscrowd": 0}]
+    half = np.zeros((1, 8), np.int64)
+    half[0, :2] = 9  # 2 of its 4 pixels: IoU exactly 0.5
+    assert match(gt, gt_segments, half, [{"id": 9, "category_id": 13}], {11, 13}) == {}
+    more = np.zeros((1, 8), np.int64)
+    more[0, :3] = 9  # IoU 0.75
+    assert match(gt, gt_segments, more, [{"id": 9, "category_id": 13}], {11, 13}) == {9: gt_segments[0]}
+    crowd = [{"id": 7, "category_id": 11, "iscrowd": 1}]  # crowd regions are never matched
+    assert match(gt, crowd, more, [{"id": 9, "category_id": 13}], {11, 13}) == {}

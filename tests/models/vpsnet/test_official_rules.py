@@ -206,6 +206,8 @@ def test_rpn_uses_the_official_max_iou_assigner():
                         [0.00, 0.50, 0.10]])  # gt 2: best anchor 1 too (the later gt takes it)
     assert MaxIoUMatcher(0.7, 0.3, 0.3)(iou.clone()).tolist() == [-1, 2, -1]
     assert Matcher(0.7, 0.3, allow_low_quality_matches=True)(iou.clone()).tolist() == [0, 1, -1]  # torchvision
+    at_boundary = torch.tensor([[0.30, 0.10], [0.0, 0.2999]])  # min_pos_iou is inclusive (mmdetection: >=)
+    assert MaxIoUMatcher(0.7, 0.3, 0.3)(at_boundary).tolist() == [0, -1]
     matcher = build_detector(num_things=2).rpn.proposal_matcher
     assert isinstance(matcher, MaxIoUMatcher) and matcher.min_pos_iou == 0.3
     matcher = build_detector(num_things=2, rpn_min_pos_iou=None).rpn.proposal_matcher

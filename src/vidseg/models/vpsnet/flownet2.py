@@ -146,6 +146,22 @@ class _PyramidDecoder(nn.Module):
         for level in (6, 5, 4, 3):
             setattr(self, f"upsampled_flow{level}_to_{level - 1}", _upsample_flow(upsample_bias))
 
+    def _make_deep_encoder(self) -> None:
+        """The stride-16..64 encoder convs that C, S and SD share (official names conv4 .. conv6_1)."""
+        self.conv4 = _conv(256, 512, stride=2)
+        self.conv4_1 = _conv(512, 512)
+        self.conv5 = _conv(512, 512, stride=2)
+        self.conv5_1 = _conv(512, 512)
+        self.conv6 = _conv(512, 1024, stride=2)
+        self.conv6_1 = _conv(1024, 1024)
+
+    def _encode_and_decode(self, conv3: Tensor, conv2: Tensor) -> Tensor:
+        """conv3: (B, 256, H/8, W/8), conv2: (B, 128, H/4, W/4) -> flow (B, 2, H/4, W/4) / 20."""
+        conv4 = self.conv4_1(self.conv4(conv3))
+        conv5 = self.conv5_1(self.conv5(conv4))
+        conv6 = self.conv6_1(self.conv6(conv5))
+        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3, 2: conv2})
+
     def _decode(self, top: Tensor, skips: dict[int, Tensor]) -> Tensor:
         """top: (B, 1024, H/64, W/64); skips {5: stride 32, 4: 16, 3: 8, 2: 4} -> flow (B, 2, H/4, W/4) / 20."""
         features, flow = top, self.predict_flow6(top)
@@ -171,12 +187,7 @@ class FlowNetC(_PyramidDecoder):
         self.conv_redir = _conv(256, 32, 1, 1)
         self.corr_activation = nn.LeakyReLU(0.1, inplace=True)
         self.conv3_1 = _conv(32 + 441, 256)
-        self.conv4 = _conv(256, 512, stride=2)
-        self.conv4_1 = _conv(512, 512)
-        self.conv5 = _conv(512, 512, stride=2)
-        self.conv5_1 = _conv(512, 512)
-        self.conv6 = _conv(512, 1024, stride=2)
-        self.conv6_1 = _conv(1024, 1024)
+        self._make_deep_encoder()
         self._make_decoder(upsample_bias=True)
         _init(self)
 
@@ -189,10 +200,7 @@ class FlowNetC(_PyramidDecoder):
         conv3a, conv3b = conv3.chunk(2)
         corr = self.corr_activation(flownet_correlation(conv3a, conv3b))
         conv3_1 = self.conv3_1(torch.cat([self.conv_redir(conv3a), corr], dim=1))
-        conv4 = self.conv4_1(self.conv4(conv3_1))
-        conv5 = self.conv5_1(self.conv5(conv4))
-        conv6 = self.conv6_1(self.conv6(conv5))
-        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3_1, 2: conv2a})
+        return self._encode_and_decode(conv3_1, conv2a)
 
 
 class FlowNetS(_PyramidDecoder):
@@ -205,22 +213,14 @@ class FlowNetS(_PyramidDecoder):
         self.conv2 = _conv(64, 128, 5, 2)
         self.conv3 = _conv(128, 256, 5, 2)
         self.conv3_1 = _conv(256, 256)
-        self.conv4 = _conv(256, 512, stride=2)
-        self.conv4_1 = _conv(512, 512)
-        self.conv5 = _conv(512, 512, stride=2)
-        self.conv5_1 = _conv(512, 512)
-        self.conv6 = _conv(512, 1024, stride=2)
-        self.conv6_1 = _conv(1024, 1024)
+        self._make_deep_encoder()
         self._make_decoder(upsample_bias=False)
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         conv2 = self.conv2(self.conv1(x))
         conv3 = self.conv3_1(self.conv3(conv2))
-        conv4 = self.conv4_1(self.conv4(conv3))
-        conv5 = self.conv5_1(self.conv5(conv4))
-        conv6 = self.conv6_1(self.conv6(conv5))
-        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3, 2: conv2})
+        return self._encode_and_decode(conv3, conv2)
 
 
 class FlowNetSD(_PyramidDecoder):
@@ -238,22 +238,14 @@ class FlowNetSD(_PyramidDecoder):
         self.conv2_1 = _conv(128, 128)
         self.conv3 = _conv(128, 256, stride=2)
         self.conv3_1 = _conv(256, 256)
-        self.conv4 = _conv(256, 512, stride=2)
-        self.conv4_1 = _conv(512, 512)
-        self.conv5 = _conv(512, 512, stride=2)
-        self.conv5_1 = _conv(512, 512)
-        self.conv6 = _conv(512, 1024, stride=2)
-        self.conv6_1 = _conv(1024, 1024)
+        self._make_deep_encoder()
         self._make_decoder(upsample_bias=True)
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         conv2 = self.conv2_1(self.conv2(self.conv1_1(self.conv1(self.conv0(x)))))
         conv3 = self.conv3_1(self.conv3(conv2))
-        conv4 = self.conv4_1(self.conv4(conv3))
-        conv5 = self.conv5_1(self.conv5(conv4))
-        conv6 = self.conv6_1(self.conv6(conv5))
-        return self._decode(conv6, {5: conv5, 4: conv4, 3: conv3, 2: conv2})
+        return self._encode_and_decode(conv3, conv2)
 
 
 class FlowNetFusion(nn.Module):
