@@ -34,7 +34,7 @@ demo-vps: install
 
 ## Fast CPU tests (offline, tiny fixtures).
 test: install
-	$(PY) -m pytest -q -m "not slow and not cuda" tests
+	$(PY) -m pytest -q -m "not slow and not cuda and not browser" tests
 
 ## Slow checks (learning checks, larger sizes).
 test-slow: install
