@@ -205,8 +205,13 @@ def test_validation_evaluate_and_predict_run_at_the_inference_stride(trained, to
 
     out, _ = trained
     ckpt = out / "checkpoints" / "last.ckpt"
-    net = read_checkpoint(ckpt).hyper_parameters["net"]
+    checkpoint = read_checkpoint(ckpt)
+    net = checkpoint.hyper_parameters["net"]
     assert net["backbone"]["output_stride"] == 16 and net["inference_output_stride"] == 8
+    # vidseg.train records what the model was trained on (the model card's "training data")
+    assert checkpoint.provenance["data"] == {"dataset": "DavisDataModule", "folder": toy_davis_root.name,
+                                             "train_split": "train", "val_split": "val", "toy": True}
+    assert checkpoint.provenance["global_step"] == 2 and checkpoint.provenance["vidseg_version"]
     strides = []
     real_init = vos_inference.VOSSession.__init__
 

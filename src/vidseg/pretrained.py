@@ -4,19 +4,29 @@ A pretrained folder holds
 
     model.safetensors   the network's state dict (keys without the LightningModule's ``model.`` prefix)
     config.json         {"format": "vidseg-pretrained", "format_version": 1, "task": "vos" | "vps",
-                         "hyper_parameters": {...} (as stored in the checkpoint), "vidseg_version": "x.y.z"}
+                         "hyper_parameters": {...} (as stored in the checkpoint), "vidseg_version": "x.y.z",
+                         "provenance": {...} (what it was trained on, by which vidseg commit; may be empty),
+                         "metrics": {...} (optional: a ``vidseg.evaluate`` results file's headline numbers)}
     README.md           a model card (optional, written by ``python -m vidseg.export``)
 
 :func:`read_pretrained` returns the same :class:`~vidseg.inference.checkpoint.VidsegCheckpoint` as
 :func:`~vidseg.inference.checkpoint.read_checkpoint`, which accepts such a folder too: ``vidseg.predict``,
 ``vidseg.evaluate`` and the predictors' ``from_checkpoint`` take it like a ``.ckpt``. Reading it parses JSON and
 safetensors only (no ``torch.load``, no unpickling), so a folder from an untrusted source cannot run code.
+
+A folder on the Hugging Face Hub is named ``hf://<owner>/<name>[@<revision>]`` wherever a checkpoint path is taken
+(``ckpt=``), or ``<owner>/<name>`` in ``from_pretrained``: :func:`resolve_pretrained` fetches only the three files
+above into the hub's cache (or finds them there with ``HF_HUB_OFFLINE=1``). huggingface_hub's
+``PyTorchModelHubMixin`` is not used: its config.json holds a module's constructor arguments, while a vidseg
+folder must say its task and format version so that a folder of another task or version is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,14 @@ CARD_FILE = "README.md"
 FORMAT = "vidseg-pretrained"
 FORMAT_VERSION = 1
 TASKS = ("vos", "vps")
+HUB_PREFIX = "hf://"
+# <owner>/<name>[@<revision>], as the Hub names repositories (letters, digits, "-", "_", ".")
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(@(?P<revision>[\w./-]+))?$")
+# The terms that come with a model trained on a dataset (by datamodule class): only those vidseg is sure of.
+DATA_TERMS = {
+    "CityscapesVPSDataModule": "Cityscapes terms of use: non-commercial purposes only",
+    "VIPSegDataModule": "VIPSeg: released for non-commercial research purposes only",
+}
 
 
 def vidseg_version() -> str:
@@ -48,7 +66,58 @@ def is_pretrained_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
-def save_pretrained(checkpoint: Any, folder: str | os.PathLike, *, card: bool = False) -> Path:
+def git_commit() -> str | None:
+    """``git describe --always --dirty`` of the source tree vidseg runs from; None when it is not a git checkout
+    (an installed wheel) or git is missing."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def training_provenance(data_config: dict[str, Any]) -> dict[str, Any]:
+    """What vidseg.train records in each checkpoint (``vidseg_provenance``) for the model card.
+
+    Args:
+        data_config: the run's ``data`` config as a plain dict ({"_target_", "root", "split", ...}).
+    Returns:
+        {"data": {"dataset": datamodule class name, "folder": the data root's last folder name (not the full path:
+        a shared model should not carry the trainer's directories), "train_split", "val_split", "toy": whether
+        vidseg's toy generator wrote the data}, "vidseg_version", "git_commit"}.
+    """
+    from vidseg.data.toy import META_FILE as TOY_VOS_META
+    from vidseg.data.toy_vps import META_FILE as TOY_VPS_META
+
+    root = Path(str(data_config.get("root") or ""))
+    toy = any((root / name).is_file() for name in (TOY_VOS_META, TOY_VPS_META)) if str(root) else False
+    # every datamodule trains on its train split ("train_split" where configurable); "split" is the validation one
+    data = {"dataset": str(data_config.get("_target_", "")).rsplit(".", 1)[-1] or None,
+            "folder": root.name or None, "train_split": data_config.get("train_split", "train"),
+            "val_split": data_config.get("split"), "toy": toy}
+    return {"data": data, "vidseg_version": vidseg_version(), "git_commit": git_commit()}
+
+
+def headline_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a model card quotes from a ``vidseg.evaluate`` results file (results-<split>.json):
+    VOS {"J&F-Mean", "J-Mean", "F-Mean"}, VPS {"VPQ", "VPQ-thing", "VPQ-stuff", "STQ", "AQ", "SQ"}; with
+    "split", "protocol", "units". Raises DataError for a file that is neither."""
+    if isinstance(results.get("global"), dict) and "J&F-Mean" in results["global"]:
+        numbers = {k: results["global"][k] for k in ("J&F-Mean", "J-Mean", "F-Mean") if k in results["global"]}
+    elif isinstance(results.get("vpq"), dict) and "all" in results["vpq"]:
+        vpq, stq = results["vpq"], results.get("stq") or {}
+        numbers = {"VPQ": vpq["all"], "VPQ-thing": vpq.get("thing"), "VPQ-stuff": vpq.get("stuff"),
+                   **{k: stq[k] for k in ("STQ", "AQ", "SQ") if k in stq}}
+    else:
+        raise DataError("the results file is not a vidseg.evaluate results-<split>.json (no global J&F-Mean, no "
+                        "vpq.all); give the file vidseg.evaluate wrote, e.g. <output_dir>/results-val.json")
+    return {"split": results.get("split"), "protocol": results.get("protocol"),
+            "units": "fractions in [0, 1]", **{k: float(v) for k, v in numbers.items() if v is not None}}
+
+
+def save_pretrained(checkpoint: Any, folder: str | os.PathLike, *, card: bool = False,
+                    results: str | os.PathLike | None = None) -> Path:
     """Write ``checkpoint``'s network as a pretrained folder; returns the folder.
 
     Args:
@@ -56,6 +125,9 @@ def save_pretrained(checkpoint: Any, folder: str | os.PathLike, *, card: bool = 
         folder: created if missing; it may exist only when empty or holding nothing but a previous pretrained
             folder's files (those are replaced).
         card: also write a README.md model card.
+        results: a results-<split>.json written by ``vidseg.evaluate`` for this model: its headline numbers go
+            into config.json's "metrics" and the card (vidseg cannot tell which model a results file scored:
+            the card says the numbers were given at export).
     Raises:
         DataError: ``folder`` holds other files, or the hyper-parameters are not JSON (not a vidseg checkpoint).
         CheckpointError / FileNotFoundError: as :func:`~vidseg.inference.checkpoint.read_checkpoint`.
@@ -76,8 +148,16 @@ def save_pretrained(checkpoint: Any, folder: str | os.PathLike, *, card: bool = 
                             "give an empty or new folder for the pretrained model")
     if not isinstance(checkpoint, VidsegCheckpoint):
         checkpoint = read_checkpoint(checkpoint)
+    metrics = None
+    if results is not None:
+        from vidseg.data.panoptic import read_json
+
+        metrics = headline_metrics(read_json(Path(results)))
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": checkpoint.task,
-              "hyper_parameters": checkpoint.hyper_parameters, "vidseg_version": vidseg_version()}
+              "hyper_parameters": checkpoint.hyper_parameters, "vidseg_version": vidseg_version(),
+              "provenance": checkpoint.provenance}
+    if metrics is not None:
+        config["metrics"] = metrics
     try:
         json.dumps(config)  # before writing anything
     except (TypeError, ValueError) as err:
@@ -108,23 +188,137 @@ def _written_by_vidseg(folder: Path) -> bool:
 
 
 def model_card(config: dict[str, Any]) -> str:
-    """A short README.md for a pretrained folder from its config.json contents (no invented metrics)."""
+    """A README.md for a pretrained folder from its config.json contents: what the model is, what it was trained
+    on (as recorded at training), measured metrics only when given at export, the terms, the vidseg commit."""
     hparams = config.get("hyper_parameters") or {}
     net = hparams.get("net") or {}
     backbone = net.get("backbone") if isinstance(net.get("backbone"), dict) else {}
     model = {"vos": "FEELVOS", "vps": "VPSNet"}.get(config["task"], config["task"])
     variant = hparams.get("variant") or net.get("variant")
+    provenance = config.get("provenance") or {}
+    data = provenance.get("data") or {}
+    if data:
+        trained_on = (f"{data.get('dataset')} (folder {data.get('folder')}, split {data.get('train_split')}, "
+                      f"validated on {data.get('val_split')})")
+        if data.get("toy"):
+            trained_on += ", a toy set generated by vidseg"
+        if provenance.get("global_step") is not None:
+            trained_on += f", {provenance['global_step']} steps"
+    else:
+        trained_on = "not recorded (a checkpoint written before vidseg recorded it, or converted from other code)"
+    if data.get("toy"):
+        terms = "trained on generated data only: Apache-2.0, as vidseg"
+    else:
+        terms = DATA_TERMS.get(data.get("dataset"), "those of its training data (see the dataset's licence)")
     lines = [
         f"# vidseg {model} ({config['task'].upper()})", "",
         f"- task: {config['task']}",
         f"- model: {model}" + (f", variant {variant}" if variant else ""),
         f"- backbone: {backbone.get('name', 'unknown')}",
-        f"- trained by vidseg {config.get('vidseg_version', 'unknown')}", "",
-        "Metrics: to be filled from `python -m vidseg.evaluate task=" + config["task"] + " ckpt=<this folder>`.", "",
-        "Use: `python -m vidseg.predict task=" + config["task"] + " ckpt=<this folder> input=<video> output=<dir>`; "
-        "loading reads model.safetensors and config.json only (no pickle, no Hydra).", "",
+        f"- training data: {trained_on}",
+        f"- written by vidseg {config.get('vidseg_version', 'unknown')}, trained by vidseg "
+        f"{provenance.get('vidseg_version', 'unknown')} at commit {provenance.get('git_commit') or 'unknown'}",
+        f"- terms of use of the weights: {terms}", "",
+        "## Metrics", "",
     ]
+    metrics = config.get("metrics")
+    if metrics:
+        lines += [f"Measured by `python -m vidseg.evaluate` on split {metrics.get('split')}"
+                  + (f" ({metrics['protocol']} protocol)" if metrics.get("protocol") else "")
+                  + ", as given at export (`results=`):", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {100 * v:.2f} |" for k, v in metrics.items() if isinstance(v, float)]
+        lines += ["", "Values in %."]
+    else:
+        lines += ["Not measured at export. Score it with `python -m vidseg.evaluate task=" + config["task"]
+                  + " ckpt=<this folder> data.root=<data>` and export again with `results=<results-val.json>`."]
+    lines += ["", "## Use", "",
+              "`python -m vidseg.predict task=" + config["task"] + " ckpt=<this folder> input=<video> output=<dir>`; "
+              "loading reads model.safetensors and config.json only (no pickle, no Hydra).", ""]
     return "\n".join(lines)
+
+
+def resolve_pretrained(source: str | os.PathLike, *, bare_hub_id: bool = True) -> Path:
+    """The local folder of a pretrained model named by ``source``.
+
+    Args:
+        source: a local folder; ``hf://<owner>/<name>[@<revision>]``; or, with ``bare_hub_id`` and when no such
+            local path exists, ``<owner>/<name>[@<revision>]``.
+    Returns:
+        the folder (a Hub model: its snapshot in the hub cache; only config.json, model.safetensors and
+        README.md are fetched).
+    Raises:
+        DataError: a Hub id that cannot be fetched (offline and not cached, unknown repository, no network).
+    """
+    text = str(source)
+    if not text.startswith(HUB_PREFIX) and (not bare_hub_id or Path(text).exists() or not _HUB_ID.match(text)):
+        return Path(text)
+    match = _HUB_ID.match(text.removeprefix(HUB_PREFIX))
+    if match is None:
+        raise DataError(f"{text}: not a Hugging Face Hub model id; write hf://<owner>/<name>[@<revision>]")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(match["repo"], revision=match["revision"],
+                                   allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, CARD_FILE])
+    except (LocalEntryNotFoundError, HfHubHTTPError, HFValidationError, OSError) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(f"{text}: cannot get this model from the Hugging Face Hub ({reason}); check the id and the "
+                        "network, or download the folder and give its path") from err
+    return Path(folder)
+
+
+class PretrainedTaskMixin:
+    """``save_pretrained`` / ``from_pretrained`` for the task LightningModules (VOSTask, VPSTask).
+
+    The class sets ``task_name`` ("vos" | "vps"); its network is ``self.model`` and its constructor takes the
+    stored hyper-parameters (as Lightning's ``load_from_checkpoint`` does).
+    """
+
+    task_name: str
+
+    def save_pretrained(self, folder: str | os.PathLike, *, card: bool = True) -> Path:
+        """Write this module's network and hyper-parameters as a pretrained folder (see :func:`save_pretrained`)."""
+        from vidseg.inference.checkpoint import VidsegCheckpoint
+
+        if getattr(self, "model", None) is None:
+            raise DataError("the network is not built yet (its classes come from the data in setup()); "
+                            "save after training or give model.net.num_stuff / num_things")
+        provenance = dict(getattr(self, "provenance", None) or {})
+        if getattr(self, "_trainer", None) is not None:
+            provenance["global_step"] = int(self.global_step)
+        checkpoint = VidsegCheckpoint(path=Path("<in memory>"), task=self.task_name,
+                                      hyper_parameters=_plain(dict(self.hparams)),
+                                      model_state=self.model.state_dict(), provenance=provenance)
+        return save_pretrained(checkpoint, folder, card=card)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, *, map_location: str | torch.device = "cpu"):
+        """Build the module from a pretrained folder or Hub id (see :func:`resolve_pretrained`), weights loaded
+        strictly; no pickle, no Hydra."""
+        from vidseg.inference.checkpoint import load_model_state
+
+        checkpoint = read_pretrained(resolve_pretrained(source), task=cls.task_name, map_location=map_location)
+        module = cls(**checkpoint.hyper_parameters)
+        module.provenance = checkpoint.provenance
+        load_model_state(module.model, checkpoint)
+        return module
+
+
+def _plain(value: Any) -> Any:
+    """Lightning's AttributeDict / OmegaConf containers -> dicts and lists (JSON-able as config.json needs)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency; the loader path never needs it
+        pass
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def read_pretrained(folder: str | os.PathLike, *, task: str | None = None,
@@ -176,4 +370,6 @@ def read_pretrained(folder: str | os.PathLike, *, task: str | None = None,
         reason = " ".join(str(err).split()) or type(err).__name__
         raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot read the weights ({reason}); the file is truncated "
                               "or not safetensors: export the folder again") from err
-    return VidsegCheckpoint(path=folder, task=found, hyper_parameters=config["hyper_parameters"], model_state=state)
+    provenance = config.get("provenance")
+    return VidsegCheckpoint(path=folder, task=found, hyper_parameters=config["hyper_parameters"], model_state=state,
+                            provenance=provenance if isinstance(provenance, dict) else {})

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vidseg.errors import DataError
 from vidseg.inference.checkpoint import check_resume_fits, read_checkpoint
+from vidseg.pretrained import training_provenance
 from vidseg.tasks import get_task
 from vidseg.training import AtomicCheckpointIO, LastCheckpoint, TrainingStopped
 from vidseg.utils.cli import print_usage_on_help, run_cli
@@ -91,6 +92,7 @@ def train(cfg: DictConfig) -> dict:
         raise
     except ValueError as err:  # the task's constructor checks its choices (model.variant, model.loss.reduction...)
         raise ConfigError(f"{err}; fix that model.* value (python -m vidseg.train --help)") from err
+    task.provenance = training_provenance(OmegaConf.to_container(cfg.data, resolve=True))
     trainer = build_trainer(cfg)
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from vidseg.errors import DataError
 from vidseg.utils.torch_files import load_failure_reason
 
 TASK_KEY = "vidseg_task"
+PROVENANCE_KEY = "vidseg_provenance"  # what the model was trained on and by which vidseg (see vidseg.pretrained)
 MODEL_PREFIX = "model."
 
 
@@ -42,12 +43,16 @@ class VidsegCheckpoint:
         task: "vos" or "vps".
         hyper_parameters: the task module's arguments (plain containers).
         model_state: the network's state dict, ``"model."`` prefix removed.
+        provenance: {"data": {"dataset", "folder", "train_split", "val_split", "toy"}, "vidseg_version", "git_commit",
+            "global_step"} as recorded by vidseg.train (:func:`vidseg.pretrained.training_provenance`); empty
+            for checkpoints written before it was recorded, or converted from other code.
     """
 
     path: Path
     task: str
     hyper_parameters: dict[str, Any]
     model_state: dict[str, torch.Tensor]
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _infer_task(checkpoint: dict[str, Any]) -> str | None:
@@ -64,12 +69,17 @@ def read_checkpoint(path: str | os.PathLike, *, task: str | None = None,
     """Load a vidseg checkpoint with ``weights_only=True`` and check it belongs to ``task``.
 
     ``path`` may also be a pretrained folder (model.safetensors + config.json, :mod:`vidseg.pretrained`): it is
-    read without pickle.
+    read without pickle; ``hf://<owner>/<name>[@<revision>]`` is such a folder on the Hugging Face Hub (fetched
+    into the hub's cache, or found there offline).
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: truncated/corrupt file, not a vidseg checkpoint, or a checkpoint of another task.
     """
+    if str(path).startswith("hf://"):
+        from vidseg.pretrained import resolve_pretrained
+
+        path = resolve_pretrained(str(path))
     path = Path(path)
     if path.is_dir():
         from vidseg.pretrained import is_pretrained_folder, read_pretrained
@@ -101,8 +111,9 @@ def read_checkpoint(path: str | os.PathLike, *, task: str | None = None,
         raise CheckpointError(f"{path}: this is a {found!r} checkpoint but task={task}; run with task={found} "
                               f"or give a checkpoint trained with task={task}")
     state = {k.removeprefix(MODEL_PREFIX): v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    provenance = checkpoint.get(PROVENANCE_KEY)
     return VidsegCheckpoint(path=path, task=found, hyper_parameters=dict(checkpoint["hyper_parameters"]),
-                            model_state=state)
+                            model_state=state, provenance=dict(provenance) if isinstance(provenance, dict) else {})
 
 
 def _what_is_there(path: Path) -> str:

@@ -11,10 +11,11 @@ from hydra.utils import get_class
 from torch import nn
 
 from vidseg.constants import IGNORE_LABEL
-from vidseg.inference.checkpoint import TASK_KEY
+from vidseg.inference.checkpoint import PROVENANCE_KEY, TASK_KEY
 from vidseg.inference.vos import VOSPredictor
 from vidseg.metrics import JAndF
 from vidseg.models.feelvos import FEELVOS
+from vidseg.pretrained import PretrainedTaskMixin
 
 SAMPLE_REDUCTIONS = ("sum", "mean")
 WEIGHT_DECAY_MODES = ("conv_weights", "all")
@@ -138,7 +139,7 @@ def clip_gradient_norms_per_tensor(parameters, max_norm: float) -> None:
     torch._foreach_mul_(grads, scales)
 
 
-class VOSTask(pl.LightningModule):
+class VOSTask(PretrainedTaskMixin, pl.LightningModule):
     """FEELVOS training and validation.
 
     All arguments are plain dicts (saved as hyper-parameters, so checkpoints load with weights_only=True
@@ -162,11 +163,14 @@ class VOSTask(pl.LightningModule):
         val_precision: precision of the validation predictor ("32" or "bf16-mixed").
     """
 
+    task_name = "vos"  # PretrainedTaskMixin: the task a pretrained folder must hold
+
     def __init__(self, net: dict, optimizer: dict, scheduler: dict | None = None, loss: dict | None = None,
                  weight_decay_on: str = "conv_weights", grad_clip_per_tensor: float | None = 5.0,
                  damage_initial_previous_frame_mask: dict | None = None, prev_mask_damage: dict | None = None,
                  val_precision: str = "32"):
         super().__init__()
+        self.provenance: dict = {}  # set by vidseg.train (vidseg.pretrained.training_provenance)
         self.save_hyperparameters()
         self.model = FEELVOS(**net)
         self.loss_config = {"bootstrap_final": 0.15, "bootstrap_anneal": 0.5, "reduction": "sum", **(loss or {})}
@@ -183,6 +187,8 @@ class VOSTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[TASK_KEY] = "vos"  # lets evaluate/predict refuse a checkpoint of the other task
+        if self.provenance:  # set by vidseg.train: what the model is trained on, for the model card
+            checkpoint[PROVENANCE_KEY] = {**self.provenance, "global_step": int(self.global_step)}
 
     def on_fit_start(self) -> None:
         if self.hparams.grad_clip_per_tensor is not None and self.trainer.gradient_clip_val:

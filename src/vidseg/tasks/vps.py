@@ -18,10 +18,11 @@ import torch
 from hydra.utils import get_class
 
 from vidseg.constants import IGNORE_LABEL, PANOPTIC_LABEL_DIVISOR, PANOPTIC_VOID_ID
-from vidseg.inference.checkpoint import TASK_KEY
+from vidseg.inference.checkpoint import PROVENANCE_KEY, TASK_KEY
 from vidseg.inference.vps import VPSSession
 from vidseg.metrics.vps_metrics import SegmentationTrackingQuality, VideoPanopticQuality
 from vidseg.models.vpsnet import VARIANTS, build_vpsnet
+from vidseg.pretrained import PretrainedTaskMixin
 from vidseg.utils.device import autocast_dtype
 
 SCHEDULE_POLICIES = ("step", "poly", "constant")
@@ -97,7 +98,7 @@ def ground_truth_segments(panoptic: np.ndarray | torch.Tensor, thing_ids: Sequen
 # ----------------------------------------------------------------------------------------------------------
 
 
-class VPSTask(pl.LightningModule):
+class VPSTask(PretrainedTaskMixin, pl.LightningModule):
     """VPSNet training and streaming validation (VPQ and STQ).
 
     All arguments are plain containers (saved as hyper-parameters, so checkpoints load with
@@ -121,10 +122,13 @@ class VPSTask(pl.LightningModule):
         val_precision: precision of the validation session ("32" or "bf16-mixed").
     """
 
+    task_name = "vps"  # PretrainedTaskMixin: the task a pretrained folder must hold
+
     def __init__(self, net: dict, optimizer: dict, scheduler: dict | None = None, variant: str | None = None,
                  grad_clip_norm: float | None = 35.0, lr_reference_batch: int | None = 8,
                  categories: list | None = None, val_precision: str = "32"):
         super().__init__()
+        self.provenance: dict = {}  # set by vidseg.train (vidseg.pretrained.training_provenance)
         net = dict(net)
         if variant is not None:
             net["variant"] = variant
@@ -179,6 +183,8 @@ class VPSTask(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[TASK_KEY] = "vps"  # lets evaluate/predict refuse a checkpoint of the other task
+        if self.provenance:  # set by vidseg.train: what the model is trained on, for the model card
+            checkpoint[PROVENANCE_KEY] = {**self.provenance, "global_step": int(self.global_step)}
 
     # ---- training -----------------------------------------------------------------------------------------
 
