@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
 TEST_WORKERS ?= 2
 
-.PHONY: install demo demo-vos demo-vps test test-slow test-gpu lint bench gpu-check clean
+.PHONY: install demo demo-vos demo-vps app test test-slow test-gpu test-browser lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ demo-vos: install
 demo-vps: install
 	$(PY) -m vidseg.demo --task vps --out $(DEMO_DIR)
 
+## The local web app (both tasks) on http://127.0.0.1:7860; APP_ARGS e.g. "ckpt_vos=<ckpt> port=7861".
+## Without checkpoints it uses the demo's (make demo).
+app: install
+	$(PY) -c "import gradio, playwright" 2>/dev/null || $(PY) -m pip install -c constraints.txt -e ".[app]"
+	$(PY) -m vidseg.app $(APP_ARGS)
+
 ## Fast CPU tests (offline, tiny fixtures).
 test: install
 	$(PY) -m pytest -q -m "not slow and not cuda and not browser" tests
@@ -43,6 +49,15 @@ test-slow: install
 ## GPU checks (Triton kernels on CUDA); needs a CUDA GPU.
 test-gpu: install
 	$(PY) -m pytest -q -m cuda tests
+
+## The web app in Chromium (Playwright drives the Debian package's /usr/bin/chromium; nothing is downloaded).
+## The VOS test checks that a painted object is tracked: it needs the demo's trained FEELVOS (make demo-vos, about
+## 20 minutes on 2 cores, run here when outputs/demo has no checkpoint).
+test-browser: install
+	$(PY) -c "import gradio, playwright" 2>/dev/null || $(PY) -m pip install -c constraints.txt -e ".[app]"
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	test -f outputs/demo/train/checkpoints/last.ckpt || $(MAKE) demo-vos DEMO_DIR=outputs/demo
+	$(PY) -m pytest -q -m browser tests
 
 lint: install
 	$(PY) -m ruff check src tests bench
