@@ -5,7 +5,8 @@
   (``shutil.copytree``) before modifying files.
 - ``make_toy_davis(**params)``: the same generator with other parameters (cached per parameter set).
 - ``toy_video_path``: an H.264 mp4 of the first toy val sequence (8 frames, 64x112, 10 fps).
-- ``make_toy_vps(format="cityscapes_vps"|"viper", **params)``, ``toy_cityscapes_vps_root``, ``toy_viper_root``:
+- ``make_toy_vps(format="cityscapes_vps"|"viper"|"vipseg", **params)``, ``toy_cityscapes_vps_root``,
+  ``toy_viper_root``, ``toy_vipseg_root``:
   tiny toy VPS sets in the official layouts (see tests/helpers/toy_vps.py), cached per parameter set.
 - ``toy_youtube_vos_root``: a toy YouTube-VOS-format set (vidseg.data.toy.generate_toy_youtube_vos), parameters
   in TOY_YOUTUBE_VOS_PARAMS: 3 train + 3 valid videos of 8 frames at 64x112, 2..3 objects, seed 0; valid has
@@ -71,6 +72,11 @@ def toy_cityscapes_vps_root(make_toy_vps: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="session")
 def toy_viper_root(make_toy_vps: Callable[..., Path]) -> Path:
     return make_toy_vps("viper")
+
+
+@pytest.fixture(scope="session")
+def toy_vipseg_root(make_toy_vps: Callable[..., Path]) -> Path:
+    return make_toy_vps("vipseg")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ CASES = {
     "vos": ([], "toy_davis_root"),
     "vps": ([], "toy_cityscapes_vps_root"),
     "vps-viper": (["data=viper"], "toy_viper_root"),
+    "vps-vipseg": (["data=vipseg"], "toy_vipseg_root"),
 }
 
 

@@ -91,7 +91,7 @@ def training_provenance(data_config: dict[str, Any]) -> dict[str, Any]:
     from vidseg.data.toy_vps import META_FILE as TOY_VPS_META
 
     root = Path(str(data_config.get("root") or ""))
-    toy = any((root / name).is_file() for name in (TOY_VOS_META, TOY_VPS_META)) if str(root) else False
+    toy = bool(str(root)) and ((root / TOY_VOS_META).is_file() or (root / TOY_VPS_META).is_file())
     # every datamodule trains on its train split ("train_split" where configurable); "split" is the validation one
     data = {"dataset": str(data_config.get("_target_", "")).rsplit(".", 1)[-1] or None,
             "folder": root.name or None, "train_split": data_config.get("train_split", "train"),

@@ -108,7 +108,7 @@ def write_toy_vos_clip(name: str, folder: Path) -> tuple[Path, np.ndarray]:
     if name not in TOY_VOS_CLIPS:
         raise DataError(f"{name!r}: not a bundled clip; choose one of {', '.join(TOY_VOS_CLIPS)}")
     images, labels = render_toy_sequence(seed=0, split="val", index=TOY_VOS_CLIPS[name], **TOY_VOS_SIZE)
-    path = folder / f"toy_vos_{TOY_VOS_CLIPS[name]}.mp4"
+    path = folder / f"toy_vos_{TOY_VOS_CLIPS[name]:d}.mp4"
     write_video(path, list(images), fps=10)
     return path, labels
 
@@ -127,7 +127,7 @@ def write_toy_vps_clip(name: str, folder: Path) -> Path:
     frames = sorted((root / "val" / "img_all").glob("*.png"))
     clips = sorted({f.name[:4] for f in frames})
     clip = [f for f in frames if f.name[:4] == clips[index]]
-    return write_video(folder / f"toy_vps_{index}.mp4", [read_image(p) for p in clip], fps=10)
+    return write_video(folder / f"toy_vps_{index:d}.mp4", [read_image(p) for p in clip], fps=10)
 
 
 def object_colour(obj: int) -> tuple[int, int, int]:

@@ -161,8 +161,8 @@ def run_vps(predictor: VPSPredictor, video: VideoInfo, folder: Path) -> Iterator
         for frame in read_video_frames(video.path):
             index, panoptic, segments = session.step(frame)
             name = f"{index:05d}"
-            write_panoptic_png(folder / "panoptic" / f"{name}.png", panoptic)
-            write_json_atomic(folder / "segments" / f"{name}.json",
+            write_panoptic_png(folder / "panoptic" / f"{index:05d}.png", panoptic)
+            write_json_atomic(folder / "segments" / f"{index:05d}.json",
                               frame_segments_record(index, name, segments, names))
             writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
             for s in segments:

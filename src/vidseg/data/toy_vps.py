@@ -1,4 +1,4 @@
-"""A procedurally generated toy Cityscapes-VPS or VIPER-VPS set, in the exact published layout, for CPU
+"""A procedurally generated toy Cityscapes-VPS, VIPER-VPS or VIPSeg set, in the exact published layout, for CPU
 demos and tests.
 
 Each video is a driving scene seen by a moving camera: sky, a skyline of buildings and trees, poles, a
@@ -10,7 +10,8 @@ without instances, ``iscrowd=1``), the odd-numbered ones a void blob.
 The set is made to tell a good VPSNet from a bad one (version 2 of the generator; ``GENERATOR_VERSION``):
 
 * **Things are recognisable from one frame.** Four thing classes (Cityscapes-VPS: person, car, truck,
-  bicycle; VIPER: person, car, truck, motorcycle), each with its own silhouette, colour family and texture:
+  bicycle; VIPER: person, car, truck, motorcycle; VIPSeg: person, car, truck, bicycle), each with its own
+  silhouette, colour family and texture:
   a red upright ellipse with a dark lower half (person), a blue rounded box with a pale window band (car),
   a yellow box with vertical stripes (truck), a cyan diamond with a dark hub (bicycle). Hue, saturation,
   brightness, size (+-10%) and the pattern vary within a class; the camera's slow zoom and each thing's
@@ -36,6 +37,12 @@ Files written under ``root`` (encodings as the official preparation scripts writ
     viper: instances_train_05_viper_coco.json, instances_val_day_01_viper_coco.json,
         viper_panoptic_val_day_video.json, train/{img,labelmap} (every 5th frame), val_day/{img,panoptic_video}
         (every frame); file names <vid:3d>_<frame:5d>.jpg
+    vipseg: the official original layout: imgs/<video>/<frame>.jpg, panomasks/<video>/<frame>.png (16-bit
+        grayscale: 0 void, stuff = category id + 1, thing = (category id + 1) * 100 + instance; the crowd
+        region is a bare thing value, which VIPSeg's converter makes an ordinary segment), train.txt, val.txt,
+        panoVIPSeg_categories.json; every frame annotated; video ids <n>_toy<n:04d>, frames <t:08d>. Then
+        the 720p layout (VIPSeg_720P/, :func:`vidseg.data.vipseg.convert_vipseg`) at the toy's own height, so
+        nothing is resized. Stuff roles are VIPSeg's road, path (sidewalk), building, pole, tree, grass and sky.
     toy_vps.json  the generator parameters (a set is complete when it exists)
 
 Encodings: images 8-bit RGB (PNG for Cityscapes-VPS, JPEG for VIPER); ``labelmap`` 8-bit grayscale class
@@ -50,7 +57,7 @@ file order (the real id scheme is undocumented; vidseg finds reference frames by
 Everything is a function of the parameters: the same parameters give byte-identical files.
 
 CLI: ``python -m vidseg.data.toy_vps --root data/toy_cityscapes_vps --format cityscapes_vps --seed 0
-[--videos N --val-videos N --height H --width W --frames T (viper) --max-objects K]``.
+[--videos N --val-videos N --height H --width W --frames T (viper, vipseg) --max-objects K]``.
 """
 
 from __future__ import annotations
@@ -69,6 +76,13 @@ from vidseg.data.cityscapes_vps import CITYSCAPES_VPS_CATEGORIES
 from vidseg.data.io import atomic_path, write_image, write_json_atomic
 from vidseg.data.panoptic import write_panoptic_png
 from vidseg.data.viper import VIPER_CATEGORIES
+from vidseg.data.vipseg import PanopticColours, convert_vipseg
+from vidseg.data.vipseg_layout import (
+    PANOMASK_THING_DIVISOR,
+    VIPSEG_ORIGINAL_LAYOUT,
+    VIPSegLayout,
+    vipseg_categories,
+)
 from vidseg.data.vps_common import rle_encode
 from vidseg.data.vps_layout import CITYSCAPES_VPS, VIPER
 from vidseg.errors import DataError
@@ -76,7 +90,7 @@ from vidseg.errors import DataError
 META_FILE = "toy_vps.json"
 # Version 2: class-specific things, degraded frames, crossing pairs (version 1 sets had classes told apart by size).
 GENERATOR_VERSION = 2
-FORMATS = ("cityscapes_vps", "viper")
+FORMATS = ("cityscapes_vps", "viper", "vipseg")
 CITYSCAPES_FRAMES = 30  # every Cityscapes-VPS clip has 30 frames, every 5th annotated
 ANNOTATION_STRIDE = 5
 _CITIES = ("frankfurt", "lindau", "munster")
@@ -85,11 +99,13 @@ _CITIES = ("frankfurt", "lindau", "munster")
 _STUFF = {
     "cityscapes_vps": dict(road=0, sidewalk=1, building=2, pole=5, vegetation=8, terrain=9, sky=10),
     "viper": dict(sky=0, road=1, sidewalk=2, terrain=3, vegetation=5, building=6, pole=7),
+    "vipseg": dict(road=18, sidewalk=19, building=21, pole=12, vegetation=66, terrain=15, sky=28),  # VIPSeg ids
 }
 # Thing roles -> class ids. Each role has its own silhouette, colour family and texture (see _ROLES).
 _THING_CLASS = {
     "cityscapes_vps": dict(person=11, car=13, truck=14, cycle=18),
     "viper": dict(person=17, car=19, truck=22, cycle=18),
+    "vipseg": dict(person=60, car=48, truck=50, cycle=51),
 }
 
 
@@ -109,7 +125,8 @@ _ROLES = {
     "cycle": _Role("diamond", (0.045, 0.04), (0.48, 0.52), "hub", (0.003, 0.006)),
 }
 _CROWD_ROLE = "person"
-_CATEGORIES = {"cityscapes_vps": CITYSCAPES_VPS_CATEGORIES, "viper": VIPER_CATEGORIES}
+_CATEGORIES = {"cityscapes_vps": CITYSCAPES_VPS_CATEGORIES, "viper": VIPER_CATEGORIES,
+               "vipseg": tuple(vipseg_categories())}
 DEGRADATIONS = ("blur", "noise", "glare", "dark")
 DEGRADED_FRACTION = 0.3  # of the frames after the first
 
@@ -349,27 +366,6 @@ def _degrade(image: np.ndarray, kind: str, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class _IdGenerator:
-    """COCO-panoptic segment colours like panopticapi's IdGenerator (one per split, seeded)."""
-
-    def __init__(self, categories, rng: np.random.Generator) -> None:
-        self.categories = {c["id"]: c for c in categories}
-        self.rng = rng
-        self.taken = {(0, 0, 0)} | {tuple(c["color"]) for c in categories if not c["isthing"]}
-
-    def get(self, cls: int) -> int:
-        base = tuple(self.categories[cls]["color"])
-        if self.categories[cls]["isthing"] and base in self.taken:
-            while True:
-                c = tuple(int(v) for v in np.clip(np.array(base) + self.rng.integers(-30, 31, size=3), 0, 255))
-                if c not in self.taken:
-                    break
-            base = c
-        self.taken.add(base)
-        r, g, b = base
-        return r + 256 * g + 256 * 256 * b
-
-
 def _write_gray(path: Path, array: np.ndarray) -> None:
     """uint8 -> 8-bit grayscale PNG, uint16 -> 16-bit grayscale PNG, atomically."""
     with atomic_path(path) as tmp:
@@ -413,7 +409,7 @@ def _write_split(p: ToyVPSParams, root: Path, split: str, first_vid: int, num_vi
     cats = [dict(c) for c in _CATEGORIES[fmt]]
     dense = split == "val"  # evaluation needs every frame; training only the annotated ones
     frames = CITYSCAPES_FRAMES if fmt == "cityscapes_vps" else p.frames
-    ids = _IdGenerator(cats, rng)
+    ids = PanopticColours(cats, rng)
     inst_images, inst_anns, pan_images, all_images, gt_images, gt_anns = [], [], [], [], [], []
     for vid in range(first_vid, first_vid + num_videos):
         scene = _Scene(fmt, rng, frames, p.max_objects, index=vid - first_vid)
@@ -475,6 +471,32 @@ def _write_split(p: ToyVPSParams, root: Path, split: str, first_vid: int, num_vi
             write_json_atomic(layout.panoptic_gt_json(root, split), gt)
 
 
+def _vipseg_values(pan: np.ndarray) -> np.ndarray:
+    """The scene's panoptic_inst map (VIPSeg category ids) -> VIPSeg mask values (0 void, id + 1, (id + 1) * 100
+    + instance; a crowd region's bare thing id becomes its bare class value)."""
+    pan = pan.astype(np.int64)
+    cls, inst = np.divmod(pan, PANOPTIC_LABEL_DIVISOR)
+    values = np.where(pan >= PANOPTIC_LABEL_DIVISOR, (cls + 1) * PANOMASK_THING_DIVISOR + inst, pan + 1)
+    return np.where(pan == IGNORE_LABEL, 0, values).astype(np.uint16)
+
+
+def _write_vipseg_split(p: ToyVPSParams, root: Path, split: str, first_vid: int, num_videos: int,
+                        rng: np.random.Generator) -> None:
+    """Render the videos of one split in VIPSeg's original layout (every frame annotated) and its list."""
+    videos = []
+    for vid in range(first_vid, first_vid + num_videos):
+        video = f"{vid}_toy{vid:04d}"
+        scene = _Scene("vipseg", rng, p.frames, p.max_objects, index=vid - first_vid)
+        noise_rng = np.random.default_rng(rng.integers(2**63))
+        for t in range(p.frames):
+            image, _, pan, _ = scene.render(t, p.height, p.width, noise_rng)
+            write_image(VIPSEG_ORIGINAL_LAYOUT.image_path(root, video, f"{t:08d}"), image, quality=92)
+            _write_gray(VIPSEG_ORIGINAL_LAYOUT.panomask_path(root, video, f"{t:08d}"), _vipseg_values(pan))
+        videos.append(video)
+    with atomic_path(VIPSegLayout.split_file(root, split)) as tmp:
+        tmp.write_text("".join(f"{v}\n" for v in videos))
+
+
 def generate_toy_vps(
     root: str | Path,
     *,
@@ -487,12 +509,13 @@ def generate_toy_vps(
     frames: int = CITYSCAPES_FRAMES,
     max_objects: int = 6,
 ) -> Path:
-    """Write a toy set in ``format`` ("cityscapes_vps" or "viper") under ``root`` and return ``root``.
+    """Write a toy set in ``format`` ("cityscapes_vps", "viper" or "vipseg") under ``root`` and return ``root``.
 
     Args:
         videos / val_videos: clips in the training / evaluation split (training needs >= 1).
         height, width: frame size (at least 32x64).
-        frames: raw frames per VIPER video (multiple of 5); Cityscapes-VPS clips always have 30.
+        frames: raw frames per VIPER video (multiple of 5) or VIPSeg video (>= 2); Cityscapes-VPS clips always
+            have 30.
         max_objects: thing instances per video (2..max_objects).
     A complete set with the same parameters is left untouched; a folder with anything else is refused.
     """
@@ -502,7 +525,8 @@ def generate_toy_vps(
         frames = CITYSCAPES_FRAMES
     if seed < 0 or videos < 1 or val_videos < 0 or max_objects < 2:
         raise ValueError("need seed >= 0, videos >= 1, val_videos >= 0 and max_objects >= 2")
-    if height < 32 or width < 64 or frames < 2 * ANNOTATION_STRIDE or frames % ANNOTATION_STRIDE:
+    if height < 32 or width < 64 or (format == "vipseg" and frames < 2) or (
+            format != "vipseg" and (frames < 2 * ANNOTATION_STRIDE or frames % ANNOTATION_STRIDE)):
         raise ValueError(f"need height >= 32, width >= 64 and frames a multiple of {ANNOTATION_STRIDE} >= "
                          f"{2 * ANNOTATION_STRIDE}, got {height}x{width}, {frames} frames")
     params = ToyVPSParams(format, int(seed), int(videos), int(val_videos), int(height), int(width), int(frames),
@@ -520,15 +544,22 @@ def generate_toy_vps(
     if root.is_dir() and any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise DataError(f"{root} is not empty and holds no {META_FILE}; refusing to write a toy set into it")
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, FORMATS.index(format)]))
-    _write_split(params, root, "train", 1, params.videos, rng)
-    if params.val_videos:
-        _write_split(params, root, "val", 1 + params.videos, params.val_videos, rng)
+    if format == "vipseg":
+        _write_vipseg_split(params, root, "train", 1, params.videos, rng)
+        _write_vipseg_split(params, root, "val", 1 + params.videos, params.val_videos, rng)
+        write_json_atomic(root / "panoVIPSeg_categories.json", vipseg_categories())  # shipped with the release
+        convert_vipseg(root, height=params.height, log=lambda _: None)  # the toy's own size: nothing resized
+    else:
+        _write_split(params, root, "train", 1, params.videos, rng)
+        if params.val_videos:
+            _write_split(params, root, "val", 1 + params.videos, params.val_videos, rng)
     write_json_atomic(meta, asdict(params))  # last: its presence marks a complete set
     return root
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Write a toy Cityscapes-VPS or VIPER-VPS set (official layout).")
+    parser = argparse.ArgumentParser(description="Write a toy Cityscapes-VPS, VIPER-VPS or VIPSeg set (official "
+                                                 "layout).")
     parser.add_argument("--root", required=True, help="output folder (created)")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--seed", type=int, default=0)
@@ -536,7 +567,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--val-videos", type=int, default=2, help="evaluation clips")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=CITYSCAPES_FRAMES, help="frames per VIPER video")
+    parser.add_argument("--frames", type=int, default=CITYSCAPES_FRAMES, help="frames per VIPER or VIPSeg video")
     parser.add_argument("--max-objects", type=int, default=6)
     args = parser.parse_args(argv)
     root = generate_toy_vps(args.root, format=args.format, seed=args.seed, videos=args.videos,

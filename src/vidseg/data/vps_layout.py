@@ -20,6 +20,13 @@ VIPER-VPS (``<root>`` = data/viper_vps)::
     <split>/panoptic_video/<gt png>       gt png = basename of the image file_name with .png
     image file_name  e.g. 001/001_00000.jpg; video = its folder, else the basename up to the first "_";
                      every frame is annotated
+
+VIPSeg (``<root>`` = data/vipseg, the folder holding ``VIPSeg_720P/``; all facts in
+:mod:`vidseg.data.vipseg_layout`)::
+
+    VIPSeg_720P/panoptic_gt_VIPSeg_<split>.json   nested per video: videos[{video_id, images}],
+                                                  annotations[{video_id, annotations[...]}]
+    VIPSeg_720P/panomasksRGB/<video>/<file_name>  COCO-panoptic RGB; the submission's pan_pred/<video>/<file_name>
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vidseg.data.names import check_name, checked_join
+from vidseg.data.vipseg_layout import VIPSegLayout
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class VPSLayout:
     """File naming of one VPS dataset's panoptic ground truth (see the module docstring).
 
     Attributes:
-        name: "cityscapes_vps" or "viper".
+        name: "cityscapes_vps", "viper" or "vipseg".
         default_root: where the dataset is looked for without ``data.root``.
         split_names: user-facing split -> the split name in the dataset's files ("val" -> "val_day" for VIPER).
         datamodule: the ``_target_`` of its datamodule, so an evaluator can find the layout of a data config
@@ -57,11 +65,15 @@ class VPSLayout:
 
     def panoptic_gt_json(self, root: str | Path, split: str) -> Path:
         split = self.split_name(split)
+        if self.name == "vipseg":
+            return VIPSegLayout.panoptic_gt_json(root, split)
         if self.name == "cityscapes_vps":
             return self._join(root, f"panoptic_gt_{split}_city_vps.json")
         return self._join(root, f"viper_panoptic_{split}_video.json")
 
     def panoptic_gt_dir(self, root: str | Path, split: str) -> Path:
+        if self.name == "vipseg":  # one folder for all splits; PNGs are <video>/<file_name>
+            return VIPSegLayout.panoptic_rgb_dir(root)
         return self._join(root, self.split_name(split), "panoptic_video")
 
     def gt_png_name(self, file_name: str) -> str:
@@ -135,7 +147,8 @@ class VPSLayout:
 CITYSCAPES_VPS = VPSLayout("cityscapes_vps", "data/cityscapes_vps", {},
                            "vidseg.data.cityscapes_vps.CityscapesVPSDataModule")
 VIPER = VPSLayout("viper", "data/viper_vps", {"val": "val_day", "train": "train"}, "vidseg.data.viper.ViperDataModule")
-LAYOUTS = {layout.name: layout for layout in (CITYSCAPES_VPS, VIPER)}
+VIPSEG = VPSLayout("vipseg", "data/vipseg", {}, "vidseg.data.vipseg.VIPSegDataModule")
+LAYOUTS = {layout.name: layout for layout in (CITYSCAPES_VPS, VIPER, VIPSEG)}
 
 
 def layout_of_datamodule(target: str) -> VPSLayout:
@@ -144,4 +157,5 @@ def layout_of_datamodule(target: str) -> VPSLayout:
         if layout.datamodule == target:
             return layout
     known = ", ".join(layout.datamodule for layout in LAYOUTS.values())
-    raise ValueError(f"data._target_={target} is not a VPS datamodule; use data=cityscapes_vps or data=viper ({known})")
+    raise ValueError(f"data._target_={target} is not a VPS datamodule; use data=cityscapes_vps, data=viper or "
+                     f"data=vipseg ({known})")

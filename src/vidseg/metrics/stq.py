@@ -23,7 +23,19 @@ How a COCO-panoptic video becomes deeplab2's ``semantic << bits | instance`` lab
   whose id that frame's list does not have, is ignore (255);
 - thing instance = the segment's PNG id (constant within a video in VPS ground truth and predictions);
   crowd thing segments (``iscrowd: 1``) and all stuff segments get instance 0. The same holds for
-  predictions (a predicted ``iscrowd: 1`` thing is one track with instance 0).
+  predictions (a predicted ``iscrowd: 1`` thing is one track with instance 0). This is crowd rule
+  ``"iscrowd"`` (:data:`STQ_CROWD_RULES`).
+
+Crowd rule ``"first_segment"``: VIPSeg's official ``eval_stq_vspw.py``. It numbers each video's segments
+0, 1, 2 ... in order of first appearance in the JSON segment lists (GT and prediction separately, stuff
+included) and uses that number as the instance, ignoring ``iscrowd``. deeplab2's STQ then takes GT thing
+pixels of instance 0 as crowd, so the crowd of a video is its *first listed GT segment* if that is a
+thing (at the pixels where that frame lists it as a thing): in a video whose first listed segment is a
+thing (e.g. a first frame without stuff, or a segment list that starts with a thing), that thing is no
+GT track and the predictions on it are not counted in AQ. GT ``iscrowd`` flags play no part, and each
+predicted segment is its own track whatever its ``iscrowd``. Used by default for VIPSeg, so that numbers
+equal the published ones; ``"iscrowd"`` is the corrected VIPSeg mode (VIPSeg GT has no crowd segment,
+so there every thing is a track).
 
 Differences from deeplab2, none of which changes a result on real data: counts are int64 and the AQ sums
 float64 (deeplab2 counts in float32, exact only up to 2^24 pixels per track, and evaluates AQ in float32
@@ -40,6 +52,8 @@ from typing import Any
 import numpy as np
 
 from vidseg.metrics.vpq import CategoryTable, VideoTables, build_video_tables, pair_table
+
+STQ_CROWD_RULES = ("iscrowd", "first_segment")
 
 
 @dataclass
@@ -75,13 +89,29 @@ def _sum_by_key(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return uniq, sums
 
 
-def video_stq_counts(tables: VideoTables, isthing: np.ndarray) -> STQCounts:
+def first_listed_gt(tables: VideoTables) -> int:
+    """Compact index of the video's first listed GT segment (first entry of the first non-empty GT segment
+    list), or -1 if no frame lists one: the segment VIPSeg's official STQ numbers 0."""
+    frames = np.flatnonzero(tables.gt_listed.any(axis=1))
+    if not frames.size:
+        return -1
+    t = frames[0]
+    return int(np.flatnonzero(tables.gt_listed[t] & (tables.gt_order[t] == 0))[0])
+
+
+def video_stq_counts(tables: VideoTables, isthing: np.ndarray, crowd_rule: str = "iscrowd") -> STQCounts:
     """STQ statistics of one video (one sequence).
 
     Args:
         tables: :func:`vidseg.metrics.vpq.build_video_tables` of the video.
         isthing: ``(C,) bool`` per dense category index.
+        crowd_rule: ``"iscrowd"`` (crowd = GT/predicted ``iscrowd: 1`` things) or ``"first_segment"``
+            (VIPSeg's official script: crowd = the first listed GT segment where it is a thing; ``iscrowd``
+            ignored), see the module docstring.
     """
+    if crowd_rule not in STQ_CROWD_RULES:
+        raise ValueError(f"crowd_rule must be one of {STQ_CROWD_RULES}, got {crowd_rule!r}")
+    first_gi = first_listed_gt(tables) if crowd_rule == "first_segment" else -1
     C = len(isthing)
     thing_of = np.concatenate([np.asarray(isthing, dtype=bool), [False]])  # index C = ignore
     Ng, Np = len(tables.gt_ids), len(tables.pred_ids)
@@ -93,12 +123,17 @@ def video_stq_counts(tables: VideoTables, isthing: np.ndarray) -> STQCounts:
         p_cls = np.where(tables.pred_listed[t, pi], tables.pred_cat[t, pi], C)
         np.add.at(confusion, g_cls * (C + 1) + p_cls, n)
         g_thing = thing_of[g_cls]
-        g_crowd = g_thing & tables.gt_crowd[t, gi]  # thing pixels with instance 0
+        if crowd_rule == "iscrowd":
+            g_crowd = g_thing & tables.gt_crowd[t, gi]  # thing pixels with instance 0
+            p_inst = np.where(tables.pred_crowd[t, pi], 0, pi + 1)
+        else:
+            g_crowd = g_thing & (gi == first_gi)  # the segment numbered 0, where it is a thing
+            p_inst = pi + 1
         g_track = g_thing & ~g_crowd
         p_track = thing_of[p_cls] & ~g_crowd
         # Track keys (class, instance); instance = compact id + 1, or 0 for a crowd prediction.
         g_key = g_cls * (Ng + 1) + gi + 1
-        p_key = p_cls * (Np + 1) + np.where(tables.pred_crowd[t, pi], 0, pi + 1)
+        p_key = p_cls * (Np + 1) + p_inst
         g_keys.append(g_key[g_track])
         g_counts.append(n[g_track])
         p_keys.append(p_key[p_track])
@@ -130,11 +165,12 @@ def video_stq(
     pred_ids: Sequence[Any],
     pred_segments: Sequence[Sequence[Mapping[str, Any]]],
     categories: CategoryTable | Mapping | Sequence,
+    crowd_rule: str = "iscrowd",
 ) -> STQCounts:
     """STQ statistics of one video from ``T`` frames of ``(H, W)`` id maps and their segment lists."""
     cats = CategoryTable.from_categories(categories)
     pairs = [pair_table(g, p) for g, p in zip(gt_ids, pred_ids, strict=True)]
-    return video_stq_counts(build_video_tables(pairs, gt_segments, pred_segments, cats), cats.isthing)
+    return video_stq_counts(build_video_tables(pairs, gt_segments, pred_segments, cats), cats.isthing, crowd_rule)
 
 
 def summarize_stq(counts: STQCounts) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Video Panoptic Quality (VPQ), vectorised, with the counting rules of the official VPS evaluation.
 
-The references are mcahny/vps ``tools/eval_vpq.py`` (Cityscapes-VPS) and ``tools/dataset/viper.py``
-(``_pq_compute_single_core`` / ``_vpq_compute_single_core``, VIPER); see ``shared/reference/vpsnet.md``. This
+The references are mcahny/vps ``tools/eval_vpq.py`` (Cityscapes-VPS), ``tools/dataset/viper.py``
+(``_pq_compute_single_core`` / ``_vpq_compute_single_core``, VIPER), see ``shared/reference/vpsnet.md``, and
+VIPSeg-Dataset ``ClipPanoFCN/eval_vpq_vspw.py`` (VIPSeg: the Cityscapes-VPS rules with other windows). This
 module re-implements their rules (it shares no code with them) so that the per-class TP/FP/FN counts are the
 same integers and the IoU sums the same float64 values up to summation order.
 
@@ -37,8 +38,8 @@ Per-class sums over all windows of all videos give ``PQ_c = IoU_c / (TP_c + FP_c
 ``SQ_c = IoU_c / TP_c`` and ``RQ_c = TP_c / (TP_c + FP_c/2 + FN_c/2)``; averages run over categories with
 ``TP + FP + FN > 0`` (minus ``excluded_categories``), split into things/stuff by ``isthing``; the final VPQ is
 the mean over the windows. Where the official code divides by zero (no category counted), the average is
-0.0 with ``n = 0``. Windows never cross videos (the official scripts split frames with ``np.array_split``
-and can; vidseg does not).
+0.0 with ``n = 0``. Windows never cross videos (the official Cityscapes-VPS/VIPER scripts split frames with
+``np.array_split`` and can; VIPSeg's scores each video's windows apart, as vidseg does).
 
 Ids are COCO-panoptic segment ids ``0 <= id < 2^24`` (0 = void); categories are ``{id: {"isthing", ...}}``
 as in the GT JSON.
@@ -71,6 +72,8 @@ class VPSProtocol:
         gt_area_from: ``"json"`` (sum of the GT JSON ``area`` fields) or ``"png"`` (pixel count).
         small_gt_threshold: GT tubes with ``0 < pixel area < threshold`` are ignored (0 = never).
         excluded_categories: category ids left out of every average (their counts are still reported).
+        stq_crowd: the STQ crowd rule (:data:`vidseg.metrics.stq.STQ_CROWD_RULES`): ``"iscrowd"`` (deeplab2's
+            convention) or ``"first_segment"`` (VIPSeg's official eval_stq_vspw.py).
     """
 
     name: str
@@ -78,10 +81,13 @@ class VPSProtocol:
     gt_area_from: str = "json"
     small_gt_threshold: int = 0
     excluded_categories: tuple[int, ...] = ()
+    stq_crowd: str = "iscrowd"
 
     def __post_init__(self) -> None:
         if self.gt_area_from not in ("json", "png"):
             raise ValueError(f"gt_area_from must be 'json' or 'png', got {self.gt_area_from!r}")
+        if self.stq_crowd not in ("iscrowd", "first_segment"):
+            raise ValueError(f"stq_crowd must be 'iscrowd' or 'first_segment', got {self.stq_crowd!r}")
         if not self.windows or any(n < 1 for _, n in self.windows):
             raise ValueError(f"windows must be non-empty (k label, nframes >= 1) pairs, got {self.windows}")
 
@@ -92,7 +98,12 @@ class VPSProtocol:
 
 CITYSCAPES_VPS_PROTOCOL = VPSProtocol("cityscapes_vps", ((0, 1), (5, 2), (10, 3), (15, 4)), "json", 0, ())
 VIPER_PROTOCOL = VPSProtocol("viper", ((1, 1), (5, 5), (10, 10), (15, 15)), "png", 32 * 32, (11,))
-PROTOCOLS = {p.name: p for p in (CITYSCAPES_VPS_PROTOCOL, VIPER_PROTOCOL)}
+# VIPSeg's eval_vpq_vspw.py: windows of 1, 2, 4, 6 and 8 annotated frames, labelled k = (nframes - 1) * 5 as
+# its vpq-<k>.txt files are; JSON GT areas; no small-object or class exclusion. Its STQ (eval_stq_vspw.py) takes
+# each video's first listed GT segment as crowd when it is a thing (vidseg.metrics.stq, "first_segment").
+VIPSEG_PROTOCOL = VPSProtocol("vipseg", ((0, 1), (5, 2), (15, 4), (25, 6), (35, 8)), "json", 0, (),
+                              "first_segment")
+PROTOCOLS = {p.name: p for p in (CITYSCAPES_VPS_PROTOCOL, VIPER_PROTOCOL, VIPSEG_PROTOCOL)}
 
 
 def get_protocol(protocol: str | VPSProtocol) -> VPSProtocol:

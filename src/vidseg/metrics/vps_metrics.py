@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from vidseg.metrics.stq import STQCounts, summarize_stq, video_stq
+from vidseg.metrics.stq import STQ_CROWD_RULES, STQCounts, summarize_stq, video_stq
 from vidseg.metrics.vpq import CategoryTable, PQCounts, VPSProtocol, get_protocol, summarize_vpq, video_pq_counts
 
 
@@ -81,14 +81,19 @@ class SegmentationTrackingQuality(Metric):
 
     Args:
         categories: ``{id: {"isthing", ...}}`` or the GT JSON's ``categories`` list.
+        crowd_rule: ``"iscrowd"`` or VIPSeg's official ``"first_segment"`` (:mod:`vidseg.metrics.stq`); a
+            protocol's rule is ``get_protocol(name).stq_crowd``.
     """
 
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
 
-    def __init__(self, categories: Mapping | Sequence, **kwargs: Any) -> None:
+    def __init__(self, categories: Mapping | Sequence, crowd_rule: str = "iscrowd", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if crowd_rule not in STQ_CROWD_RULES:
+            raise ValueError(f"crowd_rule must be one of {STQ_CROWD_RULES}, got {crowd_rule!r}")
+        self.crowd_rule = crowd_rule
         self.categories = CategoryTable.from_categories(categories)
         c1 = len(self.categories) + 1
         self.add_state("confusion", default=torch.zeros((c1, c1), dtype=torch.int64), dist_reduce_fx="sum")
@@ -98,7 +103,7 @@ class SegmentationTrackingQuality(Metric):
 
     def update(self, gt_ids: Sequence[Any], gt_segments: Sequence[Sequence[Mapping[str, Any]]],
                pred_ids: Sequence[Any], pred_segments: Sequence[Sequence[Mapping[str, Any]]]) -> None:
-        self.add_counts(video_stq(gt_ids, gt_segments, pred_ids, pred_segments, self.categories))
+        self.add_counts(video_stq(gt_ids, gt_segments, pred_ids, pred_segments, self.categories, self.crowd_rule))
 
     def add_counts(self, counts: STQCounts) -> None:
         self.confusion += torch.from_numpy(counts.confusion).to(self.confusion.device)

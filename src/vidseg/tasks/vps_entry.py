@@ -1,8 +1,10 @@
-"""VPS behind the entry points: Cityscapes-VPS / VIPER-VPS evaluation (VPQ, STQ) and segmenting a user's video.
+"""VPS behind the entry points: Cityscapes-VPS / VIPER-VPS / VIPSeg evaluation (VPQ, STQ) and segmenting a user's video.
 
     python -m vidseg.evaluate task=vps ckpt=<ckpt> data.root=<cityscapes_vps> data.split=val
     python -m vidseg.evaluate task=vps data.root=<cityscapes_vps> data.split=val predictions=<submission dir>
     python -m vidseg.evaluate task=vps data=viper data.root=<viper_vps> data.split=val predictions=<submission dir>
+    python -m vidseg.evaluate task=vps data=vipseg data.root=<folder holding VIPSeg_720P/> data.split=val \
+        predictions=<submission dir> [stq_mode=official|corrected]
     python -m vidseg.predict task=vps ckpt=<ckpt> input=<video.mp4 | frame folder> output=<dir>
 
 Evaluation with ``ckpt``: every frame of every clip of the split is predicted in order, one streaming
@@ -11,7 +13,10 @@ official submission into ``output_dir``: ``pan_pred/<image id>.png`` (COCO-panop
 (category ids of the ground-truth JSON). A clip is skipped on a rerun only if it finished with the same
 checkpoint (``clips/<video>.json`` holds the checkpoint's fingerprint), so an interrupted run resumes and a
 new checkpoint never reuses another's predictions. With ``predictions`` an existing submission folder is
-scored (any method's). Scores follow the dataset's protocol (:mod:`vidseg.metrics.vps_eval`); writes
+scored (any method's; VIPSeg: ``pan_pred/<video_id>/<frame>.png`` + the nested pred.json of its official
+scripts). ``stq_mode=corrected`` scores VIPSeg's STQ without the official script's crowd quirk (each video's
+first listed GT segment, when a thing, is crowd there). Scores follow the dataset's protocol
+(:mod:`vidseg.metrics.vps_eval`); writes
 ``vpq-<k>.txt``, ``vpq-final.txt``, ``results-<split>.json`` and ``evaluation.json`` into ``output_dir``
 and prints a table.
 
@@ -44,13 +49,17 @@ from vidseg.data.io import write_json_atomic
 from vidseg.data.names import checked_join
 from vidseg.data.panoptic import read_json, write_panoptic_png
 from vidseg.data.video import VideoWriter, frame_names, overlay, read_video_frames, video_fps
-from vidseg.data.vps_common import video_index_ranges
 from vidseg.data.vps_layout import VPSLayout, layout_of_datamodule
 from vidseg.errors import DataError
-from vidseg.inference.checkpoint import checkpoint_fingerprint
 from vidseg.metrics.vpq import PROTOCOLS
-from vidseg.metrics.vps_eval import evaluate_submission, format_vps_table, load_ground_truth, write_vps_results
-from vidseg.utils.device import resolve_device
+from vidseg.metrics.vps_eval import (
+    evaluate_submission,
+    format_vps_table,
+    load_ground_truth,
+    with_stq_mode,
+    write_vps_results,
+)
+from vidseg.tasks.vps_records import frame_segments_record
 from vidseg.utils.outputs import (
     check_apart,
     finish_evaluation,
@@ -98,14 +107,41 @@ def submission_segments(segments: Sequence[Mapping[str, Any]], to_json: Mapping[
             for s in segments]
 
 
+def submission_json(ground_truth, segments: Mapping[str, list[dict]]) -> dict[str, Any]:
+    """The pred.json document of the official evaluator of ``ground_truth``'s dataset.
+
+    Args:
+        ground_truth: :class:`vidseg.metrics.vps_eval.VPSGroundTruth`.
+        segments: ``{image id: segments_info}`` for every id of ``ground_truth.image_ids`` (VIPSeg:
+            ``<video_id>/<image id>``, so that ``pan_pred/<id>.png`` is ``pan_pred/<video_id>/<frame>.png``).
+    Returns:
+        Cityscapes-VPS / VIPER: ``{"annotations": [{"image_id", "file_name", "segments_info"}]}`` in image order;
+        VIPSeg: ``{"annotations": [{"video_id", "annotations": [{"image_id", "file_name", "segments_info"}]}]}``.
+    """
+    if ground_truth.layout != "vipseg":
+        return {"annotations": [{"image_id": pid, "file_name": f"{pid}.png", "segments_info": segments[pid]}
+                                for pid in ground_truth.image_ids]}
+    return {"annotations": [
+        {"video_id": video.name, "annotations": [
+            {"image_id": f.image_id, "file_name": f.file_name, "segments_info": segments[f"{video.name}/{f.image_id}"]}
+            for f in video.frames]}
+        for video in ground_truth.videos]}
+
+
 def predict_clips(predictor, dataset, submission_dir: Path, *, fingerprint: str,
                   to_json: Mapping[int, int]) -> dict[str, list[dict]]:
     """Stream every clip of a VPS evaluation dataset through ``predictor``; write pan_pred PNGs of the annotated
     frames and ``clips/<video>.json``. Returns {image id: segments_info} of every annotated frame.
 
+    An annotated item's ``panoptic_image_id`` names its PNG, ``pan_pred/<panoptic_image_id>.png``: the GT image id
+    (Cityscapes-VPS, VIPER), or ``<video_id>/<image id>`` for VIPSeg (whose evaluator reads
+    ``pan_pred/<video_id>/<file_name>``; the official JSON's file name is the image id + ``.png``).
+
     A clip whose ``clips/<video>.json`` holds ``fingerprint`` is kept from the previous run; its record is
     written last, so an interrupted clip is predicted again.
     """
+    from vidseg.data.vps_common import video_index_ranges  # imports torch: only when predicting
+
     videos = dataset.videos()
     clips = video_index_ranges(videos)
     pan_dir, clip_dir = submission_dir / "pan_pred", submission_dir / "clips"
@@ -159,7 +195,8 @@ def evaluate_vps(cfg: DictConfig):
     root, split = Path(cfg.data.root), str(cfg.data.split)
     output_dir = Path(cfg.output_dir)
     ground_truth = load_ground_truth(layout, root, split)
-    protocol = PROTOCOLS[layout.name]
+    # stq_mode=corrected: VIPSeg's STQ without its official crowd quirk (vidseg.metrics.stq); the same elsewhere.
+    protocol = with_stq_mode(PROTOCOLS[layout.name], str(cfg.get("stq_mode") or "official"))
     with open_evaluation_folder(cfg, split) as folder:
         # Claimed before any work: refused at once if one of these is not vidseg's (another method's submission,
         # eval_vpq.py's vpq-*.txt) or is an input. Scoring a submission in place (output_dir=predictions) writes
@@ -170,7 +207,9 @@ def evaluate_vps(cfg: DictConfig):
         if not predicting:
             submission = Path(cfg.predictions)
         else:
+            from vidseg.inference.checkpoint import checkpoint_fingerprint
             from vidseg.inference.vps import VPSPredictor
+            from vidseg.utils.device import resolve_device
 
             ckpt = Path(cfg.ckpt)
             predictor = VPSPredictor.from_checkpoint(ckpt, device=resolve_device(cfg.device),
@@ -188,9 +227,7 @@ def evaluate_vps(cfg: DictConfig):
                 raise DataError(f"{ground_truth.json_path}: {len(missing)} annotated images (e.g. {missing[0]!r}) are "
                                 f"not among the frames of {layout.frames_json(root, split)}; the two JSON files "
                                 "disagree")
-            write_json_atomic(submission / "pred.json", {"annotations": [
-                {"image_id": pid, "file_name": f"{pid}.png", "segments_info": segments[pid]}
-                for pid in ground_truth.image_ids]})
+            write_json_atomic(submission / "pred.json", submission_json(ground_truth, segments))
         written = ["pan_pred", "clips", "pred.json"] if predicting else []
         results = evaluate_submission(ground_truth, submission, protocol, workers=cfg.get("workers"))
         paths = write_vps_results(results, output_dir, split)
@@ -242,6 +279,7 @@ def panoptic_overlay(frame: np.ndarray, panoptic: np.ndarray, categories: Sequen
 def predict_vps(cfg: DictConfig) -> dict:
     """Segment ``cfg.input`` (a video file or a frame folder) with ``cfg.ckpt``; returns a summary."""
     from vidseg.inference.vps import VPSPredictor
+    from vidseg.utils.device import resolve_device
 
     input_path, output = Path(cfg.input), Path(cfg.output)
     inputs = {"input": input_path, "ckpt": cfg.ckpt}
@@ -271,11 +309,7 @@ def predict_vps(cfg: DictConfig) -> dict:
                 write_panoptic_png(checked_join(staging, panoptic_dir.name, f"{name}.png", source=input_path,
                                                 what="frame name"), panoptic)
                 write_json_atomic(checked_join(staging, segments_dir.name, f"{name}.json", source=input_path,
-                                               what="frame name"), {
-                    "frame": index, "name": name, "segments_info": [
-                        {"id": s["id"], "category_id": s["category_id"], "category": names.get(s["category_id"]),
-                         "isthing": bool(s["isthing"]), "track_id": s["track_id"], "score": s["score"],
-                         "area": s["area"]} for s in segments]})
+                                               what="frame name"), frame_segments_record(index, name, segments, names))
                 tracks.update(s["track_id"] for s in segments if s["isthing"])
                 if writer is not None:
                     writer.write(panoptic_overlay(frame, panoptic, predictor.categories))

@@ -1,0 +1,47 @@
+"""``python -m vidseg.train task=vps data=vipseg experiment=toy_vipseg`` on a tiny toy VIPSeg set, and the real
+recipe's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.helpers.configs import compose_config
+from vidseg.data.vipseg import VIPSEG_CLASSES
+
+TINY_VIPSEG = [
+    "task=vps",
+    "data=vipseg",
+    "experiment=toy_vipseg",
+    "data.crop_size=[64,128]",
+    "data.batch_size=2",
+    "data.repeat=1",
+    "data.train_max_videos=1",
+    "data.val_max_videos=1",
+    "trainer.max_steps=2",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def test_toy_vipseg_trains_validates_with_the_vipseg_protocol_and_saves_its_classes(make_toy_vps, tmp_path: Path):
+    from vidseg.train import train
+
+    root = make_toy_vps("vipseg")
+    result = train(compose_config("train", tmp_path / "run", [*TINY_VIPSEG, f"data.root={root}"]))
+    metrics = result["metrics"]
+    # VIPSeg's windows of 1, 2, 4, 6 and 8 frames (k = 0, 5, 15, 25, 35), not Cityscapes-VPS's.
+    assert {f"val/VPQ_{k}" for k in (0, 5, 15, 25, 35)} <= set(metrics) and "val/VPQ_10" not in metrics
+    assert all(torch.isfinite(torch.as_tensor(v)) for k, v in metrics.items() if k.startswith("train/"))
+    ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    assert (hp["net"]["num_stuff"], hp["net"]["num_things"]) == (66, 58)
+    assert [c["name"] for c in hp["categories"]] == [c["name"] for c in VIPSEG_CLASSES]
+
+
+def test_the_720p_recipe_scales_vpsnet_to_720p(tmp_path: Path):
+    cfg = compose_config("train", tmp_path, ["task=vps", "data=vipseg", "experiment=vipseg"])
+    assert cfg.data._target_ == "vidseg.data.vipseg.VIPSegDataModule"
+    assert list(cfg.model.net.detector.anchor_sizes) == [24, 48, 96, 192, 384]
+    assert cfg.model.net.stuff_area_limit == 900 and cfg.model.net.num_stuff is None
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (12, -1)
