@@ -57,6 +57,29 @@ def test_task_module_round_trips_through_a_folder(tmp_path):
         VPSTask.from_pretrained(folder)
 
 
+def test_predictor_saves_and_loads_pretrained_folders(vos_ckpt, tmp_path, monkeypatch):
+    import huggingface_hub
+    import numpy as np
+
+    from vidseg.inference.vos import VOSPredictor
+
+    predictor = VOSPredictor.from_checkpoint(vos_ckpt, fast=True)  # an inference copy: BatchNorm folded
+    folder = predictor.save_pretrained(tmp_path / "saved")
+    original = read_checkpoint(vos_ckpt).model_state
+    assert all(torch.equal(read_pretrained(folder).model_state[k], v) for k, v in original.items())
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(folder))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(2)]
+    mask = np.zeros((40, 52), np.uint8)
+    mask[10:25, 12:30] = 1
+    for loaded in (VOSPredictor.from_pretrained(folder), VOSPredictor.from_pretrained("owner/feelvos-toy")):
+        a = [m for _, _, m in VOSPredictor.from_checkpoint(vos_ckpt).track(frames, mask)]
+        b = [m for _, _, m in loaded.track(frames, mask)]
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(DataError, match="not loaded with from_checkpoint"):
+        VOSPredictor(FEELVOS(**TINY_NET)).save_pretrained(tmp_path / "x")
+
+
 def test_provenance_goes_from_checkpoint_to_config_and_card(vos_ckpt, tmp_path):
     assert read_checkpoint(vos_ckpt).provenance == PROVENANCE
     folder = save_pretrained(vos_ckpt, tmp_path / "f", card=True)
@@ -83,6 +106,28 @@ def test_card_quotes_the_results_file_it_is_given(vos_ckpt, tmp_path):
     assert vps["VPQ"] == 0.5 and vps["AQ"] == 0.2 and vps["protocol"] == "cityscapes_vps"
     with pytest.raises(DataError, match="not a vidseg.evaluate results"):
         headline_metrics({"split": "val"})
+
+
+def test_export_command_takes_the_results_file(vos_ckpt, tmp_path, capsys):
+    from vidseg.export import main as export_main
+
+    results = tmp_path / "results-val.json"
+    results.write_text(json.dumps({"split": "val", "protocol": "cityscapes_vps", "vpq": {"all": 0.5586, "thing": 0.3243,
+                                   "stuff": 0.7}, "stq": {"STQ": 0.41, "AQ": 0.2457, "SQ": 0.6}}))
+    with pytest.raises(SystemExit) as stop:  # task=vps for a VOS checkpoint: refused before anything is written
+        export_main(["task=vps", "format=pretrained", f"ckpt={vos_ckpt}", f"output={tmp_path / 'no'}",
+                     f"results={results}"])
+    assert stop.value.code == 2 and not (tmp_path / "no").exists()
+    capsys.readouterr()
+    export_main(["format=pretrained", f"ckpt={vos_ckpt}", f"output={tmp_path / 'yes'}", f"results={results}"])
+    card = (tmp_path / "yes" / CARD_FILE).read_text()
+    assert "| VPQ | 55.86 |" in card and "| AQ | 24.57 |" in card and "cityscapes_vps protocol" in card
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"split": "val"}))
+    with pytest.raises(SystemExit) as stop:  # refused before anything is written
+        export_main(["format=pretrained", f"ckpt={vos_ckpt}", f"output={tmp_path / 'bad'}", f"results={bad}"])
+    assert stop.value.code == 2 and "not a vidseg.evaluate results" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_training_provenance_names_the_data_not_its_path(tmp_path):
@@ -120,6 +165,14 @@ def test_hub_ids_resolve_through_the_hub_cache_only_when_asked(monkeypatch, tmp_
     assert len(calls) == 3
     with pytest.raises(DataError, match="not a Hugging Face Hub model id"):
         resolve_pretrained("hf://no-slash")
+
+
+def test_hydra_commands_take_a_hub_id_as_ckpt():
+    from vidseg.utils.config_check import _check_input_path
+
+    _check_input_path("ckpt", "hf://owner/feelvos-toy")  # no "does not exist": resolve_pretrained checks it
+    with pytest.raises(DataError, match="does not exist"):
+        _check_input_path("ckpt", "owner/feelvos-toy")  # without hf:// a ckpt is a local path
 
 
 def test_an_uncached_hub_id_offline_is_one_line_exit_2(tmp_path):

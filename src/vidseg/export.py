@@ -1,52 +1,101 @@
-"""Export a trained model: ``python -m vidseg.export format=pretrained ckpt=<file.ckpt> output=<dir>``.
+"""Export a trained model: ``python -m vidseg.export format=pretrained|onnx ckpt=<ckpt> output=<dir>``.
 
 ``format=pretrained``: a pretrained folder (model.safetensors + config.json + a README.md model card, see
 :mod:`vidseg.pretrained`) that ``vidseg.predict``, ``vidseg.evaluate`` and the predictors' ``from_checkpoint``
-take as ``ckpt=``, and that loads without pickle or Hydra. ``format=onnx`` is not built yet.
+take as ``ckpt=``, and that loads without pickle or Hydra.
 
-Arguments are ``key=value`` like the other commands, but parsed here without Hydra (nothing else to configure).
+``format=onnx``: an ONNX folder (config.json + the per-frame graph, opset 18, see :mod:`vidseg.onnx`) that
+``vidseg.predict backend=onnx`` and ``VOSPredictor.from_checkpoint`` run with ONNX Runtime. Built for task=vos
+(FEELVOS: :mod:`vidseg.onnx.feelvos` says what is inside the graph); task=vps is refused.
+
+``task=`` is optional: the checkpoint says its task, and a ``task=`` that differs is refused. Arguments are
+``key=value`` like the other commands, but parsed here without Hydra (nothing else to configure).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from vidseg.errors import DataError
 from vidseg.utils.cli import run_cli
 
-USAGE = """usage: python -m vidseg.export format=pretrained ckpt=<file.ckpt> output=<dir>
+USAGE = """usage: python -m vidseg.export [task=vos|vps] format=pretrained|onnx ckpt=<file.ckpt | folder> output=<dir>
 
   format=pretrained   model.safetensors + config.json + README.md (loads with no pickle, no Hydra)
-  format=onnx         not built yet
-  ckpt=<file>         a checkpoint written by vidseg.train, e.g. <run>/checkpoints/last.ckpt
-  output=<dir>        the folder to write (new, empty, or a previous export of the same name)
+  format=onnx         config.json + step.onnx: the per-frame network as an ONNX graph (opset 18), run by
+                      python -m vidseg.predict backend=onnx; task=vos (FEELVOS) only for now
+  task=vos|vps        optional: the checkpoint's task (checked)
+  ckpt=<file>         a checkpoint written by vidseg.train, e.g. <run>/checkpoints/last.ckpt (or a pretrained folder)
+  output=<dir>        the folder to write (new, empty, or a previous export of the same format)
+  results=<json>      optional: the results-<split>.json vidseg.evaluate wrote for this model; its numbers go
+                      into the model card (README.md, written into every export)
 
-Example: python -m vidseg.export format=pretrained ckpt=runs/feelvos/checkpoints/last.ckpt output=pretrained/feelvos
+Examples:
+  python -m vidseg.export format=pretrained ckpt=runs/feelvos/checkpoints/last.ckpt output=pretrained/feelvos
+  python -m vidseg.export task=vos format=onnx ckpt=runs/feelvos/checkpoints/last.ckpt output=onnx/feelvos
 """
-KEYS = ("format", "ckpt", "output")
+KEYS = ("task", "format", "ckpt", "output", "results")
+REQUIRED = ("format", "ckpt", "output")
 FORMATS = ("pretrained", "onnx")
+TASKS = ("vos", "vps")
+# Tasks with an ONNX exporter: task -> "module:function" (function(checkpoint, folder) -> folder).
+ONNX_EXPORTERS = {"vos": "vidseg.onnx.feelvos:export_feelvos"}
+EXAMPLE = "python -m vidseg.export format=pretrained ckpt=<run>/checkpoints/last.ckpt output=<dir>"
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
     """``["format=pretrained", "ckpt=a.ckpt", "output=d"]`` -> {"format": ..., "ckpt": ..., "output": ...};
-    raises DataError (one line) for an argument that is not ``key=value``, an unknown or missing key."""
+    raises DataError (one line) for an argument that is not ``key=value``, an unknown or missing key, an unknown
+    format or task, or format=onnx for a task without an ONNX exporter."""
     args: dict[str, str] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in KEYS or not value:
-            raise DataError(f"unexpected argument {arg!r}; expected {' '.join(k + '=<...>' for k in KEYS)}, e.g. "
-                            "python -m vidseg.export format=pretrained ckpt=<run>/checkpoints/last.ckpt output=<dir>")
+            raise DataError(f"unexpected argument {arg!r}; expected [task=<vos|vps>] "
+                            f"{' '.join(k + '=<...>' for k in REQUIRED)}, e.g. {EXAMPLE}")
         args[key] = value
-    missing = [k for k in KEYS if k not in args]
     if args.get("format") not in (None, *FORMATS):
-        raise DataError(f"format={args['format']}: unknown export format; give format=pretrained")
-    if args.get("format") == "onnx":  # before asking for the rest: nothing would be written anyway
-        raise DataError("format=onnx: ONNX export is not built yet; use format=pretrained (safetensors + config.json)")
+        raise DataError(f"format={args['format']}: unknown export format; give format=pretrained or format=onnx")
+    if args.get("task") not in (None, *TASKS):
+        raise DataError(f"task={args['task']}: unknown task; give task=vos or task=vps (or leave it out: the "
+                        "checkpoint says its task)")
+    if args.get("format") == "onnx" and args.get("task") not in (None, *ONNX_EXPORTERS):
+        # before asking for the rest: nothing would be written anyway
+        raise DataError(f"format=onnx: ONNX export of task={args['task']} is not built yet (task=vos is); use "
+                        "format=pretrained (safetensors + config.json)")
+    missing = [k for k in REQUIRED if k not in args]
     if missing:
-        raise DataError(f"missing {', '.join(k + '=' for k in missing)}; e.g. python -m vidseg.export "
-                        "format=pretrained ckpt=<run>/checkpoints/last.ckpt output=<dir>")
+        raise DataError(f"missing {', '.join(k + '=' for k in missing)}; e.g. {EXAMPLE}")
     return args
+
+
+def export(args: dict[str, str]) -> Path:
+    """Write the export ``args`` describe (see :func:`parse_args`); returns the folder written."""
+    import importlib
+
+    from vidseg.data.io import write_text_atomic
+    from vidseg.data.panoptic import read_json
+    from vidseg.inference.checkpoint import read_checkpoint
+    from vidseg.pretrained import CARD_FILE, headline_metrics, model_card, save_pretrained, vidseg_version
+
+    checkpoint = read_checkpoint(args["ckpt"], task=args.get("task"))
+    # read before anything is written: a wrong results file leaves no half-made export
+    results = read_json(Path(args["results"])) if args.get("results") else None
+    metrics = headline_metrics(results) if results is not None else None
+    if args["format"] == "pretrained":
+        return save_pretrained(checkpoint, args["output"], card=True, results=args.get("results"))
+    if checkpoint.task not in ONNX_EXPORTERS:
+        raise DataError(f"{args['ckpt']}: a task={checkpoint.task} checkpoint; ONNX export of task={checkpoint.task} "
+                        "is not built yet (task=vos is); use format=pretrained")
+    module, _, function = ONNX_EXPORTERS[checkpoint.task].partition(":")
+    folder = Path(getattr(importlib.import_module(module), function)(args["ckpt"], args["output"]))
+    card = {"format": "vidseg-onnx", "task": checkpoint.task, "hyper_parameters": checkpoint.hyper_parameters,
+            "vidseg_version": vidseg_version(), "provenance": checkpoint.provenance,
+            **({"metrics": metrics} if metrics else {})}
+    write_text_atomic(folder / CARD_FILE, model_card(card))
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,13 +106,13 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     def work() -> None:
-        from vidseg.pretrained import CONFIG_FILE, save_pretrained
-
         args = parse_args(argv)
-        folder = save_pretrained(args["ckpt"], args["output"], card=True)
-        task = json.loads((folder / CONFIG_FILE).read_text())["task"]
-        print(f"vidseg: wrote {folder}/ (model.safetensors, config.json, README.md). Use it with: "
-              f"python -m vidseg.predict task={task} ckpt={folder} input=<video> output=<dir>")
+        folder = export(args)
+        config = json.loads((folder / "config.json").read_text())
+        files = ", ".join(sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")))
+        backend = " backend=onnx" if args["format"] == "onnx" else ""
+        print(f"vidseg: wrote {folder}/ ({files}). Use it with: python -m vidseg.predict task={config['task']} "
+              f"ckpt={folder}{backend} input=<video> output=<dir>")
 
     run_cli(work, user_paths=lambda: [a.partition("=")[2] for a in argv if a.startswith(("ckpt=", "output="))])
 

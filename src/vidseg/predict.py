@@ -13,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from vidseg.onnx.folder import resolve_backend
 from vidseg.tasks import get_task
 from vidseg.utils.cli import print_usage_on_help, run_cli
 from vidseg.utils.config_check import check_config, user_paths
@@ -25,7 +26,9 @@ python -m vidseg.predict: segment your own video with a checkpoint written by vi
 
 Options that matter:
   task=vos|vps        video object segmentation (FEELVOS) or video panoptic segmentation (VPSNet)
-  ckpt=<file>         the checkpoint (required), e.g. <run>/checkpoints/last.ckpt
+  ckpt=<file>         the checkpoint (required), e.g. <run>/checkpoints/last.ckpt, a pretrained folder, or
+                      an ONNX folder (python -m vidseg.export format=onnx) with backend=onnx
+  backend=torch|onnx  run the network with PyTorch (default) or ONNX Runtime (an ONNX folder; task=vos)
   input=<video>       a video file (.mp4, ...) or a folder of frames (required)
   mask=<PNG|folder>   task=vos: the first frame's objects (indexed PNG, value = object id), or a folder of
                       per-frame PNGs for objects that appear later; unused for task=vps
@@ -38,12 +41,16 @@ Options that matter:
 Examples:
   {EXAMPLE}
   python -m vidseg.predict task=vps ckpt=runs/vpsnet/checkpoints/last.ckpt input=frames/ output=results/street
+  python -m vidseg.predict task=vos ckpt=onnx/feelvos backend=onnx input=clip.mp4 mask=first.png output=results/clip
 """
 
 
 def predict(cfg: DictConfig) -> dict:
     """Segment ``cfg.input`` with ``cfg.ckpt``; returns a summary with the paths written."""
     check_config(cfg, command="predict", example=EXAMPLE)
+    # The backend must fit ckpt (an ONNX folder runs only under ONNX Runtime, a checkpoint only under PyTorch);
+    # the predictor's from_checkpoint then picks the backend from ckpt.
+    resolve_backend(cfg.get("backend", "torch"), cfg.ckpt)
     return get_task(cfg.task_name).load("predict")(cfg)
 
 

@@ -231,9 +231,13 @@ def model_card(config: dict[str, Any]) -> str:
     else:
         lines += ["Not measured at export. Score it with `python -m vidseg.evaluate task=" + config["task"]
                   + " ckpt=<this folder> data.root=<data>` and export again with `results=<results-val.json>`."]
-    lines += ["", "## Use", "",
-              "`python -m vidseg.predict task=" + config["task"] + " ckpt=<this folder> input=<video> output=<dir>`; "
-              "loading reads model.safetensors and config.json only (no pickle, no Hydra).", ""]
+    if config.get("format") == "vidseg-onnx":  # an ONNX export (vidseg.onnx) reuses this card
+        use = (f"`python -m vidseg.predict task={config['task']} ckpt=<this folder> backend=onnx input=<video> "
+               "output=<dir>`; ONNX Runtime runs the graphs named in config.json (no pickle, no torch.load).")
+    else:
+        use = (f"`python -m vidseg.predict task={config['task']} ckpt=<this folder> input=<video> output=<dir>`; "
+               "loading reads model.safetensors and config.json only (no pickle, no Hydra).")
+    lines += ["", "## Use", "", use, ""]
     return "\n".join(lines)
 
 

@@ -13,6 +13,11 @@ memory is constant in the length of the video. As in training, the previous fram
 local matching against its labels and the one-hot of those same labels (official FEELVOS). The network runs
 at the model's ``inference_output_stride`` (paper: 8, trained at 16), see :meth:`FEELVOS.for_inference`.
 Frames are padded to the network's stride with the ImageNet mean colour, as training crops are.
+
+Backends: the session runs the per-frame network step through a :class:`FrameStep`, PyTorch
+(:class:`TorchFrameStep`, eager or compiled) or ONNX Runtime on an exported folder
+(:class:`vidseg.onnx.feelvos.OnnxFrameStep`, ``VOSPredictor.from_checkpoint(<onnx folder>)``); everything else
+(padding, object ids, the reference and previous-frame state, objects added later) is this one session's.
 """
 
 from __future__ import annotations
@@ -147,6 +152,80 @@ def _check_object_ids(ids: list[int], what: str) -> None:
                          f"(0 = background, {IGNORE_LABEL} = void): renumber the objects")
 
 
+class FrameStep:
+    """The per-frame network step behind :class:`VOSSession`: the one thing a backend swaps.
+
+    The session does everything else (padding, user ids, the reference and previous-frame state, new objects),
+    so every backend runs the same inference path. Tensors cross this interface on ``device``.
+
+    Attributes:
+        device: where the session keeps its state tensors and pads frames.
+        size_divisor: frames are padded (bottom/right, ImageNet mean colour) to multiples of it.
+    """
+
+    device: torch.device
+    size_divisor: int
+
+    def embed(self, padded: torch.Tensor) -> torch.Tensor:
+        """(1, 3, Hp, Wp) uint8 padded frame -> its (1, E, h, w) embedding (a reference for matching)."""
+        raise NotImplementedError
+
+    def step(self, padded: torch.Tensor, size: tuple[int, int], ref_embedding: torch.Tensor,
+             ref_labels: torch.Tensor, prev_embedding: torch.Tensor, prev_labels: torch.Tensor, num_objects: int,
+             *, validate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame, as :func:`vidseg.models.feelvos.model.track_step`: the padded frame, its (H, W) and the
+        state -> (1, H, W) int64 internal labels, the (1, E, h, w) embedding and the (1, h, w) int64 labels at
+        feature resolution (the next frame's ``prev_labels``). ``validate``: check the state's label values
+        (raise ValueError naming a bad value)."""
+        raise NotImplementedError
+
+
+class TorchFrameStep(FrameStep):
+    """The PyTorch backend: ``model`` (FEELVOS in eval mode, or any model with its inference contract: ``embed``,
+    ``segment``, ``size_divisor``) run eagerly, or compiled (``compiled_step``); see :class:`VOSSession` for the
+    options."""
+
+    def __init__(self, model: FEELVOS, *, autocast_dtype: torch.dtype | None = None,
+                 matching_dtype: torch.dtype | None = torch.float32, channels_last: bool = False,
+                 compiled_step: Callable | None = None):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.size_divisor = model.size_divisor
+        self.autocast_dtype = autocast_dtype
+        self.matching_dtype = matching_dtype
+        self.channels_last = channels_last
+        self._compiled_step = compiled_step
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _layout(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def embed(self, padded: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            _, embedding = self.model.embed(self._layout(padded))
+        return embedding if self.matching_dtype is None else embedding.to(self.matching_dtype)
+
+    def step(self, padded, size, ref_embedding, ref_labels, prev_embedding, prev_labels, num_objects, *, validate):
+        step = track_step
+        compiled = self._compiled_step is not None and not validate
+        if compiled:
+            step = self._compiled_step
+            if self.device.type == "cuda":  # CUDA-graph outputs live until the next replay
+                torch.compiler.cudagraph_mark_step_begin()
+        with self._autocast():
+            labels, embedding, feature_labels = step(
+                self.model, self._layout(padded), size, ref_embedding, ref_labels, prev_embedding, prev_labels,
+                num_objects, validate=validate, matching_dtype=self.matching_dtype,
+            )
+        if compiled:  # kept across frames: copies, never the compiled function's own buffers
+            embedding, feature_labels = embedding.clone(), feature_labels.clone()
+        return labels, embedding, feature_labels
+
+
 class VOSSession:
     """One video being segmented. Feed frames one by one with :meth:`step`; give objects that appear later
     with :meth:`add_objects`.
@@ -161,8 +240,9 @@ class VOSSession:
     frame. Nothing grows with the number of frames stepped.
 
     Args:
-        model: FEELVOS in eval mode (or any model with its inference contract: ``embed``, ``segment``,
-            ``size_divisor``).
+        model: the network: FEELVOS in eval mode (or any model with its inference contract: ``embed``,
+            ``segment``, ``size_divisor``), run by a :class:`TorchFrameStep` with the options below; or a
+            :class:`FrameStep` backend (e.g. :class:`vidseg.onnx.feelvos.OnnxFrameStep`), which takes no options.
         first_frame: (H, W, 3) uint8 RGB array or (3, H, W) uint8 tensor.
         first_mask: (H, W) integer label map of the first frame; 0 = background, other ids = objects
             (ids 1..254, not necessarily contiguous), 255 = void/unknown.
@@ -186,19 +266,23 @@ class VOSSession:
         object_frames: user id -> index of the frame where its mask was given.
     """
 
-    def __init__(self, model: FEELVOS, first_frame: Frame, first_mask: np.ndarray | torch.Tensor,
+    def __init__(self, model: FEELVOS | FrameStep, first_frame: Frame, first_mask: np.ndarray | torch.Tensor,
                  *, autocast_dtype: torch.dtype | None = None, frame_index: int = 0,
                  matching_dtype: torch.dtype | None = torch.float32, channels_last: bool = False,
                  compiled_step: Callable | None = None):
         self.model = model
-        self.device = next(model.parameters()).device
-        self.autocast_dtype = autocast_dtype
-        self.matching_dtype = matching_dtype
-        self.channels_last = channels_last
-        self._compiled_step = compiled_step
+        if isinstance(model, FrameStep):
+            if autocast_dtype is not None or compiled_step is not None or channels_last:
+                raise ValueError("autocast_dtype, channels_last and compiled_step are options of the PyTorch "
+                                 "backend; a FrameStep backend takes none")
+            self.backend = model
+        else:
+            self.backend = TorchFrameStep(model, autocast_dtype=autocast_dtype, matching_dtype=matching_dtype,
+                                          channels_last=channels_last, compiled_step=compiled_step)
+        self.device = self.backend.device
         self._validate = True  # the first frame segmented checks the session's labels once
         mask = _as_label_tensor(first_mask)
-        frame, size = _padded_frame(first_frame, self.device, model.size_divisor)
+        frame, size = _padded_frame(first_frame, self.device, self.backend.size_divisor)
         if tuple(mask.shape) != size:
             what = "first mask" if frame_index == 0 else f"mask of frame {frame_index}"
             raise ValueError(f"{what} is {tuple(mask.shape)} but frames are {size} (H, W)")
@@ -220,49 +304,24 @@ class VOSSession:
         self.size = size
 
         with torch.inference_mode():  # no autograd graph may stay attached to the kept reference
-            _, embedding = self._embed(frame)
+            embedding = self.backend.embed(frame)
         labels = self._feature_labels(internal[None].to(self.device), embedding.shape[-2:])
         self.ref_embedding, self.ref_labels = embedding, labels
         self.prev_embedding, self.prev_labels = embedding, labels
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _layout(self, padded: torch.Tensor) -> torch.Tensor:
-        return padded.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-
-    def _embed(self, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._autocast():
-            features, embedding = self.model.embed(self._layout(padded))
-        return features, embedding if self.matching_dtype is None else embedding.to(self.matching_dtype)
-
     def _feature_labels(self, labels: torch.Tensor, size) -> torch.Tensor:
-        padded = pad_to_multiple(labels, self.model.size_divisor, value=IGNORE_LABEL)
+        padded = pad_to_multiple(labels, self.backend.size_divisor, value=IGNORE_LABEL)
         return downsample_labels(padded, tuple(size))
 
     def _segment(self, frame: Frame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The next frame's (1, H, W) int64 internal labels, its (1, E, h, w) embedding and its labels at (h, w)."""
-        padded, size = _padded_frame(frame, self.device, self.model.size_divisor)
+        padded, size = _padded_frame(frame, self.device, self.backend.size_divisor)
         if size != self.size:
             raise ValueError(f"frame {self.frame_index + 1} is {size}, expected {self.size}")
-        validate, step = self._validate, track_step
-        compiled = self._compiled_step is not None and not validate
-        if compiled:
-            step = self._compiled_step
-            if self.device.type == "cuda":  # CUDA-graph outputs live until the next replay
-                torch.compiler.cudagraph_mark_step_begin()
-        with self._autocast():
-            labels, embedding, feature_labels = step(
-                self.model, self._layout(padded), size, self.ref_embedding, self.ref_labels,
-                self.prev_embedding, self.prev_labels, self.num_objects - 1,
-                validate=validate, matching_dtype=self.matching_dtype,
-            )
-        if compiled:  # kept across frames: copies, never the compiled function's own buffers
-            embedding, feature_labels = embedding.clone(), feature_labels.clone()
+        out = self.backend.step(padded, size, self.ref_embedding, self.ref_labels, self.prev_embedding,
+                                self.prev_labels, self.num_objects - 1, validate=self._validate)
         self._validate = False
-        return labels, embedding, feature_labels
+        return out
 
     def _advance(self, labels_full: torch.Tensor, embedding: torch.Tensor,
                  feature_labels: torch.Tensor | None = None) -> PendingMask:
@@ -358,6 +417,9 @@ class VOSPredictor:
     Args:
         model: FEELVOS at its training stride (moved to ``device``). The predictor runs
             ``model.for_inference()``: the same weights at ``model.inference_output_stride``, in eval mode.
+            Or a :class:`FrameStep` backend, e.g. an exported ONNX folder run by ONNX Runtime
+            (``VOSPredictor(OnnxFrameStep.from_folder(dir))``, or :meth:`from_checkpoint` on the folder); it runs
+            as it is: ``device``, ``precision``, ``fast`` and ``compile`` are the PyTorch backend's options.
         device: "cpu", "cuda", ...
         precision: "32" or "bf16-mixed"/"16-mixed".
         fast: run an inference copy of the network tuned for the hardware; ``model`` is left unchanged.
@@ -390,9 +452,19 @@ class VOSPredictor:
     per frame but the mask's copy back.
     """
 
-    def __init__(self, model: FEELVOS, *, device: str | torch.device | None = None, precision: str = "32",
-                 fast: bool = False, compile: bool = False, compile_backend: str = "inductor",
+    def __init__(self, model: FEELVOS | FrameStep, *, device: str | torch.device | None = None,
+                 precision: str = "32", fast: bool = False, compile: bool = False, compile_backend: str = "inductor",
                  pipelined: bool = False):
+        self.pipelined = bool(pipelined)
+        self._compiled_step = None
+        self.checkpoint_path: str | Path | None = None  # set by from_checkpoint: what save_pretrained exports
+        if isinstance(model, FrameStep):
+            if device is not None or autocast_dtype(precision) is not None or fast or compile:
+                raise ValueError("device, precision, fast and compile are options of the PyTorch backend; a "
+                                 f"{type(model).__name__} runs as it was built")
+            self.model, self.fast = model, False
+            self.autocast_dtype, self.matching_dtype = None, torch.float32
+            return
         if device is not None:
             model = model.to(device)
         # for_inference shares parameters with model; .to() moves its non-persistent buffers along.
@@ -400,14 +472,13 @@ class VOSPredictor:
         if device is not None:
             self.model = self.model.to(device)
         self.autocast_dtype = autocast_dtype(precision)
-        self.fast, self.pipelined = bool(fast), bool(pipelined)
+        self.fast = bool(fast)
         self.matching_dtype: torch.dtype | None = torch.float32
         if self.fast:
             self.model = inference_copy(self.model, fold_bn=True, channels_last=True, dtype=self.autocast_dtype)
             self.autocast_dtype, self.matching_dtype = None, None
             if next(self.model.parameters()).is_cuda:
                 torch.backends.cudnn.benchmark = True
-        self._compiled_step = None
         if compile:
             cuda = next(self.model.parameters()).is_cuda
             self._compiled_step = torch.compile(track_step, fullgraph=True, dynamic=False, backend=compile_backend,
@@ -416,13 +487,49 @@ class VOSPredictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32",
-                        inference_output_stride: int | None = None, **options):
+                        inference_output_stride: int | None = None, backend: str | None = None, **options):
         """Load a checkpoint (see :func:`load_vos_model`) and run it at its inference output stride.
 
-        ``options``: ``fast``, ``compile``, ``compile_backend``, ``pipelined`` (see the class).
+        ``backend``: "torch" (a checkpoint or pretrained folder), "onnx" (a folder written by
+        ``python -m vidseg.export format=onnx``, run by ONNX Runtime on ``device``'s execution provider:
+        :class:`vidseg.onnx.feelvos.OnnxFrameStep`), or None: "onnx" for an ONNX folder, "torch" otherwise.
+        ``options``: ``fast``, ``compile``, ``compile_backend`` (PyTorch only), ``pipelined`` (see the class).
+        Raises:
+            DataError: a backend that does not fit ``path`` (one line naming the fix).
         """
-        return cls(load_vos_model(path, inference_output_stride=inference_output_stride), device=device,
-                   precision=precision, **options)
+        from vidseg.onnx.folder import resolve_backend
+
+        if resolve_backend(backend, path) == "onnx":
+            from vidseg.onnx.feelvos import OnnxFrameStep
+
+            if precision != "32" or inference_output_stride is not None:
+                raise DataError(f"{path}: an ONNX export runs in fp32 at the output stride it was exported at; "
+                                "drop precision= and inference_output_stride=")
+            return cls(OnnxFrameStep.from_folder(path, device=device), **options)
+        predictor = cls(load_vos_model(path, inference_output_stride=inference_output_stride), device=device,
+                        precision=precision, **options)
+        predictor.checkpoint_path = path
+        return predictor
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **kwargs) -> VOSPredictor:
+        """Load a pretrained folder (or an ONNX folder) by path, or by Hugging Face Hub id ``<owner>/<name>[@rev]``
+        (:func:`vidseg.pretrained.resolve_pretrained`; no pickle either way); ``kwargs`` as :meth:`from_checkpoint`."""
+        from vidseg.pretrained import resolve_pretrained
+
+        return cls.from_checkpoint(resolve_pretrained(source), **kwargs)
+
+    def save_pretrained(self, folder: str | Path, *, card: bool = True) -> Path:
+        """Write the checkpoint this predictor was loaded from as a pretrained folder
+        (:func:`vidseg.pretrained.save_pretrained`): the stored weights, not the inference copy (``fast`` folds
+        BatchNorm into the convolutions)."""
+        from vidseg.pretrained import save_pretrained
+
+        if self.checkpoint_path is None:
+            raise DataError("this predictor was not loaded with from_checkpoint/from_pretrained (or runs an ONNX "
+                            "export): save the training module (VOSTask.save_pretrained) or the checkpoint "
+                            "(vidseg.pretrained.save_pretrained) instead")
+        return save_pretrained(self.checkpoint_path, folder, card=card)
 
     def start(self, first_frame: Frame, first_mask, *, frame_index: int = 0) -> VOSSession:
         """Open a session for one video (see :class:`VOSSession`)."""

@@ -175,8 +175,9 @@ FILE, FOLDER, EITHER = "file", "folder", "file or folder"
 
 # key -> (what it must be, whether it must exist now, what it is for)
 PATH_KEYS = {
-    "ckpt": (FILE, True, "a checkpoint written by vidseg.train, e.g. ckpt=<run>/checkpoints/last.ckpt, or a "
-                         "pretrained folder (python -m vidseg.export format=pretrained)"),
+    "ckpt": (FILE, True, "a checkpoint written by vidseg.train, e.g. ckpt=<run>/checkpoints/last.ckpt, a "
+                         "pretrained folder (python -m vidseg.export format=pretrained), an ONNX folder "
+                         "(format=onnx, with backend=onnx) or hf://<owner>/<name>"),
     "ckpt_path": (FILE, True, "the checkpoint to resume, e.g. ckpt_path=<run>/checkpoints/last.ckpt"),
     "input": (EITHER, True, "a video file or a folder of frames, e.g. input=clip.mp4"),
     "mask": (EITHER, True, "the first frame's indexed PNG or a folder of per-frame PNGs, e.g. mask=00000.png"),
@@ -209,13 +210,17 @@ def describe_missing_path(path: Path) -> str:
 
 
 def _is_pretrained_folder(path: Path) -> bool:
+    """A folder ``ckpt=`` takes: a pretrained folder (vidseg.export format=pretrained) or an ONNX export."""
+    from vidseg.onnx.folder import is_onnx_folder
     from vidseg.pretrained import is_pretrained_folder
 
-    return is_pretrained_folder(path)
+    return is_pretrained_folder(path) or is_onnx_folder(path)
 
 
 def _check_input_path(key: str, value: Any) -> None:
     kind, must_exist, example = PATH_KEYS[key]
+    if key == "ckpt" and str(value).startswith("hf://"):
+        return  # a Hugging Face Hub id, resolved (and checked) by vidseg.pretrained.resolve_pretrained
     path = Path(str(value))
     problem = describe_missing_path(path)
     if problem:

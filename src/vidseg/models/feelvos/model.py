@@ -10,6 +10,7 @@ objects. The model works on feature-resolution tensors; frames and files are the
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -103,11 +104,11 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
-def one_hot_probabilities(labels: torch.Tensor, num_objects: int) -> torch.Tensor:
-    """Label map (B, h, w) -> probabilities (B, N, h, w) float; ignored pixels (255) get all zeros."""
-    valid = labels != IGNORE_LABEL
-    onehot = F.one_hot(labels.clamp(max=num_objects - 1) * valid, num_objects).permute(0, 3, 1, 2)
-    return (onehot * valid[:, None]).float()
+def one_hot_probabilities(labels: torch.Tensor, num_objects: int | torch.SymInt) -> torch.Tensor:
+    """Label map (B, h, w) in [0, N) or 255 -> probabilities (B, N, h, w) float; ignored pixels (255) get all
+    zeros. A comparison with the slot indices rather than F.one_hot: N may be symbolic (ONNX export)."""
+    slots = torch.arange(num_objects, device=labels.device)
+    return (labels[:, None] == slots[None, :, None, None]).float()
 
 
 def sample_reference_pixels(
@@ -291,6 +292,7 @@ class FEELVOS(nn.Module):
         num_objects: torch.Tensor | int,
         *,
         validate: bool = True,
+        matching: Callable | None = None,
     ) -> torch.Tensor:
         """Per-object logits of the current frame at feature resolution.
 
@@ -308,17 +310,24 @@ class FEELVOS(nn.Module):
                 means every sample has that many (inference): no device read of the count, no masking.
             validate: check the label values in the matching ops (a device-to-host read each); inference
                 checks a session's labels once (its first frame), then passes False.
+            matching: None (the :mod:`vidseg.ops` custom ops, ``matching_impl``) or a function
+                ``(embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, N) -> (global, local)``
+                distances (B, N, h, w), e.g. the traceable path of an ONNX export (:mod:`vidseg.onnx.feelvos`).
         Returns:
             logits (B, N, h, w) float; slots beyond a sample's object count hold ABSENT_LOGIT.
         """
         batch, _, h, w = features.shape
-        n = (num_objects if isinstance(num_objects, int) else int(num_objects.max())) + 1
-        global_dist = global_matching(embedding, ref_embedding, ref_labels, n, impl=self.matching_impl,
-                                      validate=validate)
-        local_dist = local_matching(
-            embedding, prev_embedding, prev_labels, n, self.local_max_distance, self.local_dilation,
-            impl=self.matching_impl, validate=validate,
-        )
+        every_slot = isinstance(num_objects, (int, torch.SymInt))  # a symbolic count in an ONNX export
+        n = (num_objects if every_slot else int(num_objects.max())) + 1
+        if matching is not None:
+            global_dist, local_dist = matching(embedding, ref_embedding, ref_labels, prev_embedding, prev_labels, n)
+        else:
+            global_dist = global_matching(embedding, ref_embedding, ref_labels, n, impl=self.matching_impl,
+                                          validate=validate)
+            local_dist = local_matching(
+                embedding, prev_embedding, prev_labels, n, self.local_max_distance, self.local_dilation,
+                impl=self.matching_impl, validate=validate,
+            )
         feedback = one_hot_probabilities(prev_labels, n)
         per_object = torch.cat(
             [
@@ -329,7 +338,7 @@ class FEELVOS(nn.Module):
             ],
             dim=2,
         )  # (B, N, Cd + 3, h, w)
-        if isinstance(num_objects, int) or batch == 1:
+        if every_slot or batch == 1:
             # Every slot is present: no boolean-mask indexing (data-dependent shapes, a host sync on CUDA and
             # a graph break under torch.compile).
             return self.head(per_object.flatten(0, 1))[:, 0].float().unflatten(0, (batch, n))
@@ -384,7 +393,7 @@ def track_step(
 
     With ``validate=False`` it reads nothing back to the host and has no data-dependent shape, so
     ``torch.compile(fullgraph=True)`` captures it whole (the matching ops are opaque custom ops) and
-    CUDA graphs can replay it. :class:`vidseg.inference.vos.VOSSession` calls it once per frame. It uses
+    CUDA graphs can replay it. :class:`vidseg.inference.vos.TorchFrameStep` calls it once per frame. It uses
     only the inference contract (``embed``, ``segment``, ``size_divisor``), so stand-in models work too.
 
     Args:
