@@ -174,9 +174,12 @@ def test_vps_predictor_from_the_folder_predicts_as_the_checkpoint(tmp_path):
     frames = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(2)]
     a = list(VPSPredictor.from_checkpoint(ckpt).track(frames))
     b = list(VPSPredictor.from_checkpoint(folder).track(frames))
-    for x, y in zip(a, b, strict=True):
-        assert x.frame_index == y.frame_index and np.array_equal(x.panoptic, y.panoptic)
-        assert x.segments == y.segments
+    saved = VPSPredictor.from_checkpoint(ckpt).save_pretrained(tmp_path / "saved")
+    c = list(VPSPredictor.from_pretrained(saved).track(frames))
+    for x, y, z in zip(a, b, c, strict=True):
+        assert x.frame_index == y.frame_index == z.frame_index
+        assert np.array_equal(x.panoptic, y.panoptic) and np.array_equal(x.panoptic, z.panoptic)
+        assert x.segments == y.segments == z.segments
     assert any(s["isthing"] for r in a for s in r.segments)
 
 

@@ -4,9 +4,10 @@
 :mod:`vidseg.pretrained`) that ``vidseg.predict``, ``vidseg.evaluate`` and the predictors' ``from_checkpoint``
 take as ``ckpt=``, and that loads without pickle or Hydra.
 
-``format=onnx``: an ONNX folder (config.json + the per-frame graph, opset 18, see :mod:`vidseg.onnx`) that
-``vidseg.predict backend=onnx`` and ``VOSPredictor.from_checkpoint`` run with ONNX Runtime. Built for task=vos
-(FEELVOS: :mod:`vidseg.onnx.feelvos` says what is inside the graph); task=vps is refused.
+``format=onnx``: an ONNX folder (config.json + the per-frame graphs, see :mod:`vidseg.onnx`) that
+``vidseg.predict backend=onnx`` and the predictors' ``from_checkpoint`` run with ONNX Runtime: task=vos, FEELVOS's
+step (opset 18, :mod:`vidseg.onnx.feelvos`); task=vps, VPSNet's backbone/heads/box_head/instance_head graphs
+(opset 19, :mod:`vidseg.onnx.vpsnet`). Each module says what is inside its graphs and what is not.
 
 ``task=`` is optional: the checkpoint says its task, and a ``task=`` that differs is refused. Arguments are
 ``key=value`` like the other commands, but parsed here without Hydra (nothing else to configure).
@@ -24,8 +25,8 @@ from vidseg.utils.cli import run_cli
 USAGE = """usage: python -m vidseg.export [task=vos|vps] format=pretrained|onnx ckpt=<file.ckpt | folder> output=<dir>
 
   format=pretrained   model.safetensors + config.json + README.md (loads with no pickle, no Hydra)
-  format=onnx         config.json + step.onnx: the per-frame network as an ONNX graph (opset 18), run by
-                      python -m vidseg.predict backend=onnx; task=vos (FEELVOS) only for now
+  format=onnx         config.json + the per-frame network as ONNX graphs, run by python -m vidseg.predict
+                      backend=onnx: FEELVOS's step.onnx (opset 18) or VPSNet's four graphs (opset 19)
   task=vos|vps        optional: the checkpoint's task (checked)
   ckpt=<file>         a checkpoint written by vidseg.train, e.g. <run>/checkpoints/last.ckpt (or a pretrained folder)
   output=<dir>        the folder to write (new, empty, or a previous export of the same format)
@@ -41,7 +42,7 @@ REQUIRED = ("format", "ckpt", "output")
 FORMATS = ("pretrained", "onnx")
 TASKS = ("vos", "vps")
 # Tasks with an ONNX exporter: task -> "module:function" (function(checkpoint, folder) -> folder).
-ONNX_EXPORTERS = {"vos": "vidseg.onnx.feelvos:export_feelvos"}
+ONNX_EXPORTERS = {"vos": "vidseg.onnx.feelvos:export_feelvos", "vps": "vidseg.onnx.vpsnet:export_vpsnet"}
 EXAMPLE = "python -m vidseg.export format=pretrained ckpt=<run>/checkpoints/last.ckpt output=<dir>"
 
 
@@ -63,8 +64,8 @@ def parse_args(argv: list[str]) -> dict[str, str]:
                         "checkpoint says its task)")
     if args.get("format") == "onnx" and args.get("task") not in (None, *ONNX_EXPORTERS):
         # before asking for the rest: nothing would be written anyway
-        raise DataError(f"format=onnx: ONNX export of task={args['task']} is not built yet (task=vos is); use "
-                        "format=pretrained (safetensors + config.json)")
+        raise DataError(f"format=onnx: ONNX export of task={args['task']} is not built yet (built: "
+                        f"{', '.join(ONNX_EXPORTERS)}); use format=pretrained (safetensors + config.json)")
     missing = [k for k in REQUIRED if k not in args]
     if missing:
         raise DataError(f"missing {', '.join(k + '=' for k in missing)}; e.g. {EXAMPLE}")
@@ -88,7 +89,7 @@ def export(args: dict[str, str]) -> Path:
         return save_pretrained(checkpoint, args["output"], card=True, results=args.get("results"))
     if checkpoint.task not in ONNX_EXPORTERS:
         raise DataError(f"{args['ckpt']}: a task={checkpoint.task} checkpoint; ONNX export of task={checkpoint.task} "
-                        "is not built yet (task=vos is); use format=pretrained")
+                        f"is not built yet (built: {', '.join(ONNX_EXPORTERS)}); use format=pretrained")
     module, _, function = ONNX_EXPORTERS[checkpoint.task].partition(":")
     folder = Path(getattr(importlib.import_module(module), function)(args["ckpt"], args["output"]))
     card = {"format": "vidseg-onnx", "task": checkpoint.task, "hyper_parameters": checkpoint.hyper_parameters,

@@ -28,7 +28,7 @@ Options that matter:
   task=vos|vps        video object segmentation (FEELVOS) or video panoptic segmentation (VPSNet)
   ckpt=<file>         the checkpoint (required), e.g. <run>/checkpoints/last.ckpt, a pretrained folder, or
                       an ONNX folder (python -m vidseg.export format=onnx) with backend=onnx
-  backend=torch|onnx  run the network with PyTorch (default) or ONNX Runtime (an ONNX folder; task=vos)
+  backend=torch|onnx  run the network with PyTorch (default) or ONNX Runtime (an ONNX folder)
   input=<video>       a video file (.mp4, ...) or a folder of frames (required)
   mask=<PNG|folder>   task=vos: the first frame's objects (indexed PNG, value = object id), or a folder of
                       per-frame PNGs for objects that appear later; unused for task=vps

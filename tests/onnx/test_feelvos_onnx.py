@@ -146,7 +146,7 @@ def test_the_backend_must_fit_the_checkpoint(vos_ckpt, onnx_folder):
 @pytest.mark.parametrize(("args", "message"), [
     (["task=vos", "format=tflite"], "format=tflite: unknown export format"),
     (["task=vis", "format=onnx"], "task=vis: unknown task"),
-    (["task=vps", "format=onnx"], "ONNX export of task=vps is not built yet"),
+    (["task=vps", "format=onnx"], "this is a 'vos' checkpoint but task=vps"),
 ])
 def test_export_refuses_unknown_task_or_format_in_one_line(vos_ckpt, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as stop:

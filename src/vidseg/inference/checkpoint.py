@@ -205,6 +205,10 @@ def build_checkpoint(task: str, hyper_parameters: dict[str, Any], model_state: d
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
     """Identifies one version of a checkpoint file: predictions made with another one are never reused."""
     path = Path(path)
-    # a pretrained folder: its weights file (replaced atomically on re-export, so its mtime changes)
-    stat = (path / "model.safetensors").stat() if path.is_dir() else path.stat()
+    # a pretrained folder: its weights file; an ONNX folder: its config.json, written last (both replaced
+    # atomically on re-export, so their mtime changes)
+    if path.is_dir():
+        stat = ((path / "model.safetensors") if (path / "model.safetensors").is_file() else path / "config.json").stat()
+    else:
+        stat = path.stat()
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"

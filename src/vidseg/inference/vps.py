@@ -27,14 +27,18 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from vidseg.errors import DataError
 from vidseg.inference.checkpoint import load_model_state, read_checkpoint
 from vidseg.models.vpsnet import VPSNet, VPSState, build_vpsnet
 from vidseg.utils.device import autocast_dtype as resolve_autocast_dtype
+
+if TYPE_CHECKING:
+    from vidseg.onnx.vpsnet import OnnxVPSNet
 
 Frame = np.ndarray | torch.Tensor
 
@@ -92,11 +96,12 @@ class VPSSession:
     """One video being segmented: feed its frames in order with :meth:`step`.
 
     Args:
-        model: VPSNet in eval mode (its device is used).
+        model: VPSNet in eval mode (its device is used), or :class:`vidseg.onnx.vpsnet.OnnxVPSNet` (the network in
+            ONNX Runtime; the state, association and post-processing are the same code).
         autocast_dtype: e.g. torch.bfloat16 to run the network in mixed precision.
     """
 
-    def __init__(self, model: VPSNet, *, autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: VPSNet | OnnxVPSNet, *, autocast_dtype: torch.dtype | None = None) -> None:
         if model.training:
             raise ValueError("VPSSession needs the model in eval mode: call model.eval() first")
         self.model = model
@@ -135,26 +140,67 @@ class VPSPredictor:
     """Video panoptic segmentation with a trained VPSNet: frames in, panoptic maps with stable track ids out.
 
     Args:
-        model: VPSNet (moved to ``device``, put in eval mode).
+        model: VPSNet (moved to ``device``, put in eval mode), or an ONNX Runtime backend with its inference
+            contract (:class:`vidseg.onnx.vpsnet.OnnxVPSNet`, from an exported folder: ``device`` and
+            ``precision`` are then the PyTorch backend's options and are not used).
         device: "cpu", "cuda", ...; None keeps the model where it is.
         precision: "32" or "bf16-mixed" / "16-mixed" (network in autocast).
         categories: [{"id", "name", "isthing", "color"}] of the model's classes (from the checkpoint).
     """
 
-    def __init__(self, model: VPSNet, *, device: str | torch.device | None = None, precision: str = "32",
-                 categories: Sequence[Mapping[str, Any]] | None = None) -> None:
+    def __init__(self, model: VPSNet | OnnxVPSNet, *, device: str | torch.device | None = None,
+                 precision: str = "32", categories: Sequence[Mapping[str, Any]] | None = None) -> None:
         if device is not None:
             model = model.to(device)
         self.model = model.eval()
         self.autocast_dtype = resolve_autocast_dtype(precision)
         self.categories = [dict(c) for c in categories] if categories else default_categories(model)
+        self.checkpoint_path: str | Path | None = None  # set by from_checkpoint: what save_pretrained exports
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        precision: str = "32") -> VPSPredictor:
-        """Load a checkpoint written by ``python -m vidseg.train task=vps`` (see :func:`load_vps_model`)."""
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32",
+                        backend: str | None = None) -> VPSPredictor:
+        """Load a checkpoint written by ``python -m vidseg.train task=vps`` (see :func:`load_vps_model`).
+
+        ``backend``: "torch" (a checkpoint or pretrained folder), "onnx" (a folder written by ``python -m
+        vidseg.export task=vps format=onnx``: the network runs in ONNX Runtime on ``device``'s execution provider,
+        the rest of the frame in PyTorch on the CPU, :class:`vidseg.onnx.vpsnet.OnnxVPSNet`), or None: "onnx" for
+        an ONNX folder, "torch" otherwise.
+        Raises:
+            DataError: a backend that does not fit ``path``, or a precision for an ONNX folder (one line).
+        """
+        from vidseg.onnx.folder import resolve_backend
+
+        if resolve_backend(backend, path) == "onnx":
+            from vidseg.onnx.vpsnet import OnnxVPSNet
+
+            if str(precision) != "32":
+                raise DataError(f"{path}: an ONNX export runs in fp32; drop precision={precision}")
+            model = OnnxVPSNet.from_folder(path, device=device)
+            return cls(model, categories=model.categories)
         model, hparams = load_vps_model(path)
-        return cls(model, device=device, precision=precision, categories=hparams.get("categories"))
+        predictor = cls(model, device=device, precision=precision, categories=hparams.get("categories"))
+        predictor.checkpoint_path = path
+        return predictor
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **kwargs) -> VPSPredictor:
+        """Load a pretrained folder (or an ONNX folder) by path, or by Hugging Face Hub id ``<owner>/<name>[@rev]``
+        (:func:`vidseg.pretrained.resolve_pretrained`; no pickle either way); ``kwargs`` as :meth:`from_checkpoint`."""
+        from vidseg.pretrained import resolve_pretrained
+
+        return cls.from_checkpoint(resolve_pretrained(source), **kwargs)
+
+    def save_pretrained(self, folder: str | Path, *, card: bool = True) -> Path:
+        """Write the checkpoint this predictor was loaded from as a pretrained folder
+        (:func:`vidseg.pretrained.save_pretrained`)."""
+        from vidseg.pretrained import save_pretrained
+
+        if self.checkpoint_path is None:
+            raise DataError("this predictor was not loaded with from_checkpoint/from_pretrained (or runs an ONNX "
+                            "export): save the training module (VPSTask.save_pretrained) or the checkpoint "
+                            "(vidseg.pretrained.save_pretrained) instead")
+        return save_pretrained(self.checkpoint_path, folder, card=card)
 
     def start(self) -> VPSSession:
         """Open a session for one video (see :class:`VPSSession`)."""

@@ -30,8 +30,9 @@ CARD_FILE = "README.md"  # the model card vidseg.export writes beside the graphs
 FORMAT = "vidseg-onnx"
 FORMAT_VERSION = 1
 BACKENDS = ("torch", "onnx")
-# ONNX opset of every export: the lowest that torch's dynamo exporter translates to natively (older ones go
-# through a version converter), read by ONNX Runtime >= 1.14 and TensorRT >= 8.6.
+# ONNX opset of the FEELVOS export: the lowest that torch's dynamo exporter translates to natively (older ones go
+# through a version converter), read by ONNX Runtime >= 1.14 and TensorRT >= 8.6. VPSNet needs 19 (DeformConv);
+# each folder's config.json records its own "opset".
 OPSET = 18
 
 

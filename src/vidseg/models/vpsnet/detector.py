@@ -24,7 +24,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
@@ -130,14 +130,18 @@ class PanopticRoIHeads(RoIHeads):
         losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
         return losses, samples
 
-    def detect(
-        self, features: Mapping[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
-        """Detections per image: {"boxes" (N, 4) float, "scores" (N,) float, "labels" (N,) int64 in
-        1..num_things, "mask_logits" (N, 28, 28) float (the detection's class channel), "roi_features"
-        (N, C, 7, 7) float}, sorted by decreasing score."""
+    def box_predictions(self, features: Mapping[str, Tensor], proposals: list[Tensor],
+                        image_shapes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """The box head on ``proposals`` (B x (P_i, 4) float): (class logits (sum P_i, K) float, box regression
+        (sum P_i, 4K) float). The network half of :meth:`detect`."""
         roi_features = self.box_roi_pool(features, proposals, image_shapes)
-        class_logits, box_regression = self.box_predictor(self.box_head(roi_features))
+        return self.box_predictor(self.box_head(roi_features))
+
+    def select_detections(self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
+                          image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """The selection half of :meth:`detect` (no parameters): decode, clip, score threshold, class-agnostic NMS.
+        Returns per image {"boxes" (N, 4) float, "scores" (N,) float, "labels" (N,) int64 in 1..num_things},
+        sorted by decreasing score."""
         pred_boxes = self.box_coder.decode(box_regression, proposals)  # (R, K, 4)
         pred_scores = F.softmax(class_logits, -1)
         counts = [len(p) for p in proposals]
@@ -153,12 +157,29 @@ class PanopticRoIHeads(RoIHeads):
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = box_ops.nms(boxes, scores, self.nms_thresh)[: self.detections_per_img]  # class-agnostic
             results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
-        det_boxes = [r["boxes"] for r in results]
-        mask_logits = self.mask_logits(features, det_boxes, image_shapes)
-        own = torch.cat([r["labels"] for r in results])
+        return results
+
+    def instance_outputs(self, features: Mapping[str, Tensor], boxes: list[Tensor], labels: list[Tensor],
+                         image_shapes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """Per detection (B x (N_i, 4) boxes, B x (N_i,) labels in 1..num_things): (mask logits of its own class
+        (sum N_i, 28, 28) float, 7x7 RoI features (sum N_i, C, 7, 7) float)."""
+        mask_logits = self.mask_logits(features, boxes, image_shapes)
+        own = torch.cat(labels)
         mask_logits = mask_logits[torch.arange(len(own), device=own.device), own]
-        det_features = self.box_roi_pool(features, det_boxes, image_shapes)
-        counts = [len(b) for b in det_boxes]
+        return mask_logits, self.box_roi_pool(features, boxes, image_shapes)
+
+    def detect(
+        self, features: Mapping[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Detections per image: {"boxes" (N, 4) float, "scores" (N,) float, "labels" (N,) int64 in
+        1..num_things, "mask_logits" (N, 28, 28) float (the detection's class channel), "roi_features"
+        (N, C, 7, 7) float}, sorted by decreasing score: :meth:`box_predictions`, :meth:`select_detections`,
+        :meth:`instance_outputs` (the ONNX backend runs the first and last as graphs, the middle as here)."""
+        class_logits, box_regression = self.box_predictions(features, proposals, image_shapes)
+        results = self.select_detections(class_logits, box_regression, proposals, image_shapes)
+        mask_logits, det_features = self.instance_outputs(features, [r["boxes"] for r in results],
+                                                          [r["labels"] for r in results], image_shapes)
+        counts = [len(r["boxes"]) for r in results]
         for r, m, f in zip(results, mask_logits.split(counts), det_features.split(counts), strict=True):
             r["mask_logits"], r["roi_features"] = m, f
         return results
@@ -196,9 +217,31 @@ class MaskRCNNDetector(nn.Module):
 
     def detect(self, features: Mapping[str, Tensor], images: Tensor,
                image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        objectness, box_deltas = self.rpn.head([features[name] for name in RPN_LEVELS])
+        proposals = self.proposals(objectness, box_deltas, images, image_sizes)
+        return self.roi_heads.detect(features, proposals, [tuple(s) for s in image_sizes])
+
+    def proposals(self, objectness: Sequence[Tensor], box_deltas: Sequence[Tensor], images: Tensor,
+                  image_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
+        """Inference proposals from the RPN head's outputs, as torchvision's ``RegionProposalNetwork.forward``
+        (anchors, decode, per-level top-k, clip, NMS), with no parameters: the ONNX backend runs the head as a
+        graph and this on its outputs.
+
+        Args:
+            objectness: per RPN level (B, A, h, w) float. box_deltas: per level (B, 4A, h, w) float.
+            images: (B, 3, Hp, Wp) the padded batch (only its size is read). image_sizes: unpadded (H, W).
+        Returns:
+            B x (P_i, 4) float xyxy proposals.
+        """
         image_list = ImageList(images, [tuple(s) for s in image_sizes])
-        proposals, _ = self.rpn(image_list, {name: features[name] for name in RPN_LEVELS})
-        return self.roi_heads.detect(features, proposals, image_list.image_sizes)
+        objectness, box_deltas = list(objectness), list(box_deltas)
+        # the anchor generator reads only the maps' sizes, dtype and device: the head's outputs have the levels'
+        anchors = self.rpn.anchor_generator(image_list, objectness)
+        num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        objectness, box_deltas = concat_box_prediction_layers(objectness, box_deltas)
+        proposals = self.rpn.box_coder.decode(box_deltas.detach(), anchors).view(len(anchors), -1, 4)
+        boxes, _ = self.rpn.filter_proposals(proposals, objectness, image_list.image_sizes, num_anchors_per_level)
+        return boxes
 
 
 def build_detector(

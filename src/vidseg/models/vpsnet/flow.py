@@ -120,8 +120,10 @@ class RAFTFlow(nn.Module):
         frames = frames * 2 - 1  # RAFT expects RGB in [-1, 1]
         height, width = frames.shape[-2:]
         # RAFT's correlation pyramid needs >= 128 px per side: pad small frames (replicate) and crop the flow
-        pad_h, pad_w = max(RAFT_MIN_SIZE - height, 0), max(RAFT_MIN_SIZE - width, 0)
-        if pad_h or pad_w:
+        # (sym_max, and an unconditional pad when exported: an ONNX graph then pads exactly the frames that need it,
+        # instead of the exporter fixing the branch its example frame took)
+        pad_h, pad_w = torch.sym_max(RAFT_MIN_SIZE - height, 0), torch.sym_max(RAFT_MIN_SIZE - width, 0)
+        if torch.compiler.is_exporting() or pad_h or pad_w:
             frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
         return frames
 

@@ -51,6 +51,32 @@ def _lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(0.1, inplace=True)
 
 
+def _adaptive_max_pool1d_indices(length: int, out_length: int, device: torch.device) -> Tensor:
+    """Adaptive pooling windows along one axis as gather indices: (out_length, K) int64, the window of output i
+    being PyTorch's [floor(i L / O), ceil((i + 1) L / O)) padded with its last index (K = the widest window)."""
+    i = torch.arange(out_length, device=device)
+    start = (i * length) // out_length
+    end = -((-(i + 1) * length) // out_length)
+    k = torch.arange(-(-length // out_length) + 1, device=device)
+    return torch.minimum(start[:, None] + k[None, :], end[:, None] - 1)
+
+
+def adaptive_max_pool2d(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.adaptive_max_pool2d(x (B, C, H, W), size)`` -> (B, C, *size), the same values (a max is exact).
+
+    When exported (ONNX), the windows are gathered with index tensors (rows, then columns: a max over a box is
+    the max over its rows' maxima), since ONNX has no adaptive max pooling to sizes known only at run time;
+    in PyTorch it is ``F.adaptive_max_pool2d``.
+    """
+    if not (torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()):
+        return F.adaptive_max_pool2d(x, size)
+    batch, channels, height, width = x.shape
+    rows = _adaptive_max_pool1d_indices(height, size[0], x.device)
+    x = x.index_select(2, rows.flatten()).view(batch, channels, size[0], rows.shape[1], width).amax(dim=3)
+    cols = _adaptive_max_pool1d_indices(width, size[1], x.device)
+    return x.index_select(3, cols.flatten()).view(batch, channels, size[0], size[1], cols.shape[1]).amax(dim=4)
+
+
 class FlowRefiner(nn.Module):
     """[target (C), correlation ((2r+1)^2), flow (2)] -> residual flow (B, 2, h, w), in pixels."""
 
@@ -191,6 +217,6 @@ class FuseModule(nn.Module):
         out = dict(target)
         for name in self.levels:
             size = target[name].shape[-2:]
-            residual = fused if fused.shape[-2:] == size else F.adaptive_max_pool2d(fused, size)
+            residual = fused if fused.shape[-2:] == size else adaptive_max_pool2d(fused, tuple(size))
             out[name] = target[name] + residual
         return out

@@ -17,7 +17,7 @@ num_things - 1`` (Cityscapes trainIds: 11 stuff, 8 things). The detector numbers
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,6 +89,29 @@ class VPSFrameOutput:
     labels: Tensor
     track_ids: Tensor
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VPSNetworkOutput:
+    """The learned part of one inference frame (:meth:`VPSNet.run_network`); the rest of the frame has no
+    parameters.
+
+    features: the frame's FPN levels before fusion {"p2".."p6"}: (1, C, h, w) float (the next frame's Fuse
+    reference; kept only with a Fuse module); flow_encoding: the flow network's encoding of the frame or None;
+    semantic_logits: (1, num_classes, Hp/4, Wp/4) float; the detections (decreasing score): boxes (N, 4) float
+    xyxy in padded-frame pixels, scores (N,) float, labels (N,) int64 detector labels 1..num_things,
+    mask_logits (N, 28, 28) float of each detection's class, embeddings (N, D) float track-head embeddings
+    (None without a track head).
+    """
+
+    features: dict[str, Tensor]
+    flow_encoding: Tensor | None
+    semantic_logits: Tensor
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    mask_logits: Tensor
+    embeddings: Tensor | None
 
 
 class VPSNet(nn.Module):
@@ -302,21 +325,33 @@ class VPSNet(nn.Module):
     # ------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def infer_frame(self, image: Tensor, state: VPSState | None = None) -> tuple[VPSFrameOutput, VPSState]:
+    def infer_frame(self, image: Tensor, state: VPSState | None = None, *,
+                    network: Callable[[Tensor, VPSState, tuple[int, int]], VPSNetworkOutput] | None = None,
+                    ) -> tuple[VPSFrameOutput, VPSState]:
         """One frame of a video: image (3, H, W) uint8 RGB and the video's state (None for its first frame)
-        -> (VPSFrameOutput at (H, W), the state for the next frame). The input state is not modified."""
+        -> (VPSFrameOutput at (H, W), the state for the next frame). The input state is not modified.
+
+        ``network``: what computes the learned part (:meth:`run_network`'s contract); None = this module in
+        PyTorch. The ONNX backend (:mod:`vidseg.onnx.vpsnet`) passes its graphs here, so proposal selection,
+        post-processing and association are this one implementation whatever runs the network."""
         if self.training:
             raise RuntimeError("VPSNet.infer_frame needs eval mode: call model.eval() first")
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"image must be (3, H, W) uint8 RGB, got {tuple(image.shape)}")
         state = state if state is not None else VPSState()
         height, width = int(image.shape[-2]), int(image.shape[-1])
-        padded = self.pad(image[None].to(self.pixel_mean.device))
-        normalized = self.normalize(padded)
-        raw = self.extract(normalized)
         if state.size is not None and state.size != (height, width):
             raise ValueError(f"frame size {(height, width)} differs from the previous frames' {state.size}; start a "
                              "new VPSState for a new video")
+        padded = self.pad(image[None].to(self.pixel_mean.device))
+        out = (network or self.run_network)(padded, state, (height, width))
+        return self._finish_frame(out, padded, state, (height, width))
+
+    def run_network(self, padded: Tensor, state: VPSState, size: tuple[int, int]) -> VPSNetworkOutput:
+        """The learned part of one inference frame. padded: (1, 3, Hp, Wp) uint8 (:meth:`pad`); state: the
+        video's state (the Fuse module's reference frame); size: the unpadded (H, W)."""
+        normalized = self.normalize(padded)
+        raw = self.extract(normalized)
         features, flow_encoding = raw, None
         if self.fuse is not None:
             first = state.features is None
@@ -327,12 +362,23 @@ class VPSNet(nn.Module):
             features = self.fuse(raw, ref_features, flow)
 
         semantic_logits = self.semantic_head(features)
-        det = self.detector.detect(features, normalized, [(height, width)])[0]
+        det = self.detector.detect(features, normalized, [size])[0]
+        embeddings = self.track_head.embed(det["roi_features"]) if self.track_head is not None else None
+        return VPSNetworkOutput(features=raw, flow_encoding=flow_encoding, semantic_logits=semantic_logits,
+                                boxes=det["boxes"], scores=det["scores"], labels=det["labels"],
+                                mask_logits=det["mask_logits"], embeddings=embeddings)
+
+    def _finish_frame(self, out: VPSNetworkOutput, padded: Tensor, state: VPSState,
+                      size: tuple[int, int]) -> tuple[VPSFrameOutput, VPSState]:
+        """Association, mask pasting, panoptic head and post-processing (no parameters) for :meth:`infer_frame`."""
+        height, width = size
+        raw, flow_encoding, semantic_logits = out.features, out.flow_encoding, out.semantic_logits
+        det = {"boxes": out.boxes, "scores": out.scores, "labels": out.labels, "mask_logits": out.mask_logits}
         labels = det["labels"] + self.num_stuff - 1  # class ids
         tracks = state.tracks
         det_track_ids = None
         if self.track_head is not None:
-            embeddings = self.track_head.embed(det["roi_features"])
+            embeddings = out.embeddings
             if tracks is None:
                 tracks = TrackMemory.empty(embeddings.shape[1], embeddings.device, embeddings.dtype)
             scores = association_scores(self.track_head.affinity(embeddings, tracks.features), det["scores"],
