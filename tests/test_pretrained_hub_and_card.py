@@ -130,6 +130,21 @@ def test_export_command_takes_the_results_file(vos_ckpt, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_git_commit_is_vidseg_s_own_or_none(monkeypatch):
+    import vidseg.pretrained as pretrained
+
+    found = pretrained.git_commit()  # a source checkout here (tests run from the repository), or None
+    assert found is None or len(found.removesuffix("-dirty")) >= 7
+    calls = []
+
+    def not_tracked(argv, **kwargs):  # an installed vidseg inside the user's own git project
+        calls.append(argv[:2])
+        raise subprocess.CalledProcessError(1, argv)
+
+    monkeypatch.setattr(pretrained.subprocess, "run", not_tracked)
+    assert pretrained.git_commit() is None and calls == [["git", "ls-files"]]
+
+
 def test_training_provenance_names_the_data_not_its_path(tmp_path):
     root = tmp_path / "private" / "toy_davis"
     root.mkdir(parents=True)

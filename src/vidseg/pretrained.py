@@ -68,9 +68,13 @@ def is_pretrained_folder(path: str | os.PathLike) -> bool:
 
 def git_commit() -> str | None:
     """``git describe --always --dirty`` of the source tree vidseg runs from; None when it is not a git checkout
-    (an installed wheel) or git is missing."""
+    (an installed wheel) or git is missing. The repository must track vidseg's own files: an installed vidseg in a
+    virtual environment inside the user's project would otherwise report the project's commit."""
+    here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
+        subprocess.run(["git", "ls-files", "--error-unmatch", Path(__file__).name], cwd=here, capture_output=True,
+                       timeout=10, check=True)
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
                              capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
