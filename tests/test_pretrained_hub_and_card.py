@@ -128,6 +128,10 @@ def test_export_command_takes_the_results_file(vos_ckpt, tmp_path, capsys):
         export_main(["format=pretrained", f"ckpt={vos_ckpt}", f"output={tmp_path / 'bad'}", f"results={bad}"])
     assert stop.value.code == 2 and "not a vidseg.evaluate results" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as stop:  # the ONNX export reads it before the exporter writes anything too
+        export_main(["format=onnx", f"ckpt={vos_ckpt}", f"output={tmp_path / 'bad_onnx'}", f"results={bad}"])
+    assert stop.value.code == 2 and "not a vidseg.evaluate results" in capsys.readouterr().err
+    assert not (tmp_path / "bad_onnx").exists()
 
 
 def test_git_commit_is_vidseg_s_own_or_none(monkeypatch):

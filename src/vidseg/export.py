@@ -82,11 +82,10 @@ def export(args: dict[str, str]) -> Path:
     from vidseg.pretrained import CARD_FILE, headline_metrics, model_card, save_pretrained, vidseg_version
 
     checkpoint = read_checkpoint(args["ckpt"], task=args.get("task"))
-    # read before anything is written: a wrong results file leaves no half-made export
-    results = read_json(Path(args["results"])) if args.get("results") else None
-    metrics = headline_metrics(results) if results is not None else None
-    if args["format"] == "pretrained":
+    if args["format"] == "pretrained":  # reads results= itself, before writing anything
         return save_pretrained(checkpoint, args["output"], card=True, results=args.get("results"))
+    # read before the exporter writes: a wrong results file leaves no half-made export
+    metrics = headline_metrics(read_json(Path(args["results"]))) if args.get("results") else None
     if checkpoint.task not in ONNX_EXPORTERS:
         raise DataError(f"{args['ckpt']}: a task={checkpoint.task} checkpoint; ONNX export of task={checkpoint.task} "
                         f"is not built yet (built: {', '.join(ONNX_EXPORTERS)}); use format=pretrained")

@@ -313,6 +313,33 @@ class PretrainedTaskMixin:
         return module
 
 
+class PretrainedPredictorMixin:
+    """``from_pretrained`` / ``save_pretrained`` for the predictors (VOSPredictor, VPSPredictor).
+
+    The class has a ``from_checkpoint(path, **kwargs)`` that sets ``checkpoint_path`` on what it returns (None for
+    a predictor built from a network, or running an ONNX export); ``task_module`` names its training module for
+    the error message.
+    """
+
+    checkpoint_path: str | Path | None = None
+    task_module: str
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **kwargs):
+        """Load a pretrained folder (or an ONNX folder) by path, or by Hugging Face Hub id ``<owner>/<name>[@rev]``
+        (:func:`resolve_pretrained`; no pickle either way); ``kwargs`` as the class's ``from_checkpoint``."""
+        return cls.from_checkpoint(resolve_pretrained(source), **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike, *, card: bool = True) -> Path:
+        """Write the checkpoint this predictor was loaded from as a pretrained folder (:func:`save_pretrained`):
+        the stored weights, not the inference copy (VOS ``fast`` folds BatchNorm into the convolutions)."""
+        if self.checkpoint_path is None:
+            raise DataError("this predictor was not loaded with from_checkpoint/from_pretrained (or runs an ONNX "
+                            f"export): save the training module ({self.task_module}.save_pretrained) or the "
+                            "checkpoint (vidseg.pretrained.save_pretrained) instead")
+        return save_pretrained(self.checkpoint_path, folder, card=card)
+
+
 def _plain(value: Any) -> Any:
     """Lightning's AttributeDict / OmegaConf containers -> dicts and lists (JSON-able as config.json needs)."""
     try:

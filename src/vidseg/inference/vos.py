@@ -33,6 +33,7 @@ from vidseg.constants import IGNORE_LABEL, IMAGENET_MEAN_UINT8
 from vidseg.errors import DataError
 from vidseg.inference.checkpoint import CheckpointError, load_model_state, read_checkpoint
 from vidseg.models.feelvos.model import FEELVOS, downsample_labels, inference_copy, track_step
+from vidseg.pretrained import PretrainedPredictorMixin
 from vidseg.utils.device import autocast_dtype
 from vidseg.utils.padding import pad_to_multiple, padded_size
 
@@ -411,7 +412,7 @@ def _resolved(item: tuple) -> tuple[int, tuple[int, ...], np.ndarray]:
     return index, ids, mask.result() if isinstance(mask, PendingMask) else mask
 
 
-class VOSPredictor:
+class VOSPredictor(PretrainedPredictorMixin):
     """Semi-supervised VOS with a trained FEELVOS: give frames and a first-frame mask, get masks.
 
     Args:
@@ -452,12 +453,13 @@ class VOSPredictor:
     per frame but the mask's copy back.
     """
 
+    task_module = "VOSTask"  # PretrainedPredictorMixin: what to save instead when there is no checkpoint
+
     def __init__(self, model: FEELVOS | FrameStep, *, device: str | torch.device | None = None,
                  precision: str = "32", fast: bool = False, compile: bool = False, compile_backend: str = "inductor",
                  pipelined: bool = False):
         self.pipelined = bool(pipelined)
         self._compiled_step = None
-        self.checkpoint_path: str | Path | None = None  # set by from_checkpoint: what save_pretrained exports
         if isinstance(model, FrameStep):
             if device is not None or autocast_dtype(precision) is not None or fast or compile:
                 raise ValueError("device, precision, fast and compile are options of the PyTorch backend; a "
@@ -510,26 +512,6 @@ class VOSPredictor:
                         precision=precision, **options)
         predictor.checkpoint_path = path
         return predictor
-
-    @classmethod
-    def from_pretrained(cls, source: str | Path, **kwargs) -> VOSPredictor:
-        """Load a pretrained folder (or an ONNX folder) by path, or by Hugging Face Hub id ``<owner>/<name>[@rev]``
-        (:func:`vidseg.pretrained.resolve_pretrained`; no pickle either way); ``kwargs`` as :meth:`from_checkpoint`."""
-        from vidseg.pretrained import resolve_pretrained
-
-        return cls.from_checkpoint(resolve_pretrained(source), **kwargs)
-
-    def save_pretrained(self, folder: str | Path, *, card: bool = True) -> Path:
-        """Write the checkpoint this predictor was loaded from as a pretrained folder
-        (:func:`vidseg.pretrained.save_pretrained`): the stored weights, not the inference copy (``fast`` folds
-        BatchNorm into the convolutions)."""
-        from vidseg.pretrained import save_pretrained
-
-        if self.checkpoint_path is None:
-            raise DataError("this predictor was not loaded with from_checkpoint/from_pretrained (or runs an ONNX "
-                            "export): save the training module (VOSTask.save_pretrained) or the checkpoint "
-                            "(vidseg.pretrained.save_pretrained) instead")
-        return save_pretrained(self.checkpoint_path, folder, card=card)
 
     def start(self, first_frame: Frame, first_mask, *, frame_index: int = 0) -> VOSSession:
         """Open a session for one video (see :class:`VOSSession`)."""

@@ -35,6 +35,7 @@ import torch
 from vidseg.errors import DataError
 from vidseg.inference.checkpoint import load_model_state, read_checkpoint
 from vidseg.models.vpsnet import VPSNet, VPSState, build_vpsnet
+from vidseg.pretrained import PretrainedPredictorMixin
 from vidseg.utils.device import autocast_dtype as resolve_autocast_dtype
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class VPSSession:
         return VPSFrameResult(index, output.panoptic.cpu().numpy(), output.segments_info)
 
 
-class VPSPredictor:
+class VPSPredictor(PretrainedPredictorMixin):
     """Video panoptic segmentation with a trained VPSNet: frames in, panoptic maps with stable track ids out.
 
     Args:
@@ -148,6 +149,8 @@ class VPSPredictor:
         categories: [{"id", "name", "isthing", "color"}] of the model's classes (from the checkpoint).
     """
 
+    task_module = "VPSTask"  # PretrainedPredictorMixin: what to save instead when there is no checkpoint
+
     def __init__(self, model: VPSNet | OnnxVPSNet, *, device: str | torch.device | None = None,
                  precision: str = "32", categories: Sequence[Mapping[str, Any]] | None = None) -> None:
         if device is not None:
@@ -155,7 +158,6 @@ class VPSPredictor:
         self.model = model.eval()
         self.autocast_dtype = resolve_autocast_dtype(precision)
         self.categories = [dict(c) for c in categories] if categories else default_categories(model)
-        self.checkpoint_path: str | Path | None = None  # set by from_checkpoint: what save_pretrained exports
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", precision: str = "32",
@@ -182,25 +184,6 @@ class VPSPredictor:
         predictor = cls(model, device=device, precision=precision, categories=hparams.get("categories"))
         predictor.checkpoint_path = path
         return predictor
-
-    @classmethod
-    def from_pretrained(cls, source: str | Path, **kwargs) -> VPSPredictor:
-        """Load a pretrained folder (or an ONNX folder) by path, or by Hugging Face Hub id ``<owner>/<name>[@rev]``
-        (:func:`vidseg.pretrained.resolve_pretrained`; no pickle either way); ``kwargs`` as :meth:`from_checkpoint`."""
-        from vidseg.pretrained import resolve_pretrained
-
-        return cls.from_checkpoint(resolve_pretrained(source), **kwargs)
-
-    def save_pretrained(self, folder: str | Path, *, card: bool = True) -> Path:
-        """Write the checkpoint this predictor was loaded from as a pretrained folder
-        (:func:`vidseg.pretrained.save_pretrained`)."""
-        from vidseg.pretrained import save_pretrained
-
-        if self.checkpoint_path is None:
-            raise DataError("this predictor was not loaded with from_checkpoint/from_pretrained (or runs an ONNX "
-                            "export): save the training module (VPSTask.save_pretrained) or the checkpoint "
-                            "(vidseg.pretrained.save_pretrained) instead")
-        return save_pretrained(self.checkpoint_path, folder, card=card)
 
     def start(self) -> VPSSession:
         """Open a session for one video (see :class:`VPSSession`)."""
