@@ -23,7 +23,16 @@ from vidseg.app.inputs import (
     read_mask_upload,
     store_upload,
 )
-from vidseg.app.runs import RunProgress, VOSResult, VPSResult, legend_html, new_run_folder, run_vos, run_vps
+from vidseg.app.runs import (
+    RunProgress,
+    VOSResult,
+    VPSResult,
+    legend_html,
+    new_run_folder,
+    reusable_frames,
+    run_vos,
+    run_vps,
+)
 from vidseg.app.sessions import SessionFolders
 from vidseg.data.io import write_mask
 from vidseg.data.video import count_frames
@@ -181,7 +190,49 @@ def test_run_vos_writes_masks_zip_and_overlay_and_adds_later_objects(toy_video_p
     assert Image.open(folder / "masks" / "00003.png").mode == "P" and (mask3 == 2).sum() == (later == 2).sum()
     assert not (np.asarray(Image.open(folder / "masks" / "00002.png")) == 2).any()
     assert count_frames(result.overlay) == 8
-    assert new_run_folder(tmp_path, "vos") == folder and list(folder.iterdir()) == []  # a rerun starts afresh
+    rerun = new_run_folder(tmp_path, "vos")  # a rerun starts afresh; the page keeps only the latest run
+    assert rerun != folder and not folder.exists() and list(rerun.iterdir()) == []
+
+
+def test_rerun_with_a_later_object_resumes_at_its_frame(toy_video_path, tmp_path):
+    """Run 1: object 1 from frame 0. Object 2 is then added at frame 5: run 2 keeps frames 0-4 of run 1 and
+    gives what a run from the start gives; run 1's folder is removed, and a run with nothing changed reuses
+    every frame."""
+    from vidseg.inference.vos import VOSPredictor
+
+    predictor = VOSPredictor(ShiftPreviousFEELVOS(shift=1))
+    info = check_video(toy_video_path, LIMITS)
+    first, later = np.zeros((64, 112), np.uint8), np.zeros((64, 112), np.uint8)
+    first[16:32, 16:40], later[40:56, 60:90] = 1, 2
+    _, run1 = _drain(run_vos(predictor, info, {0: first}, new_run_folder(tmp_path, "vos")))
+    assert run1.reused == 0 and run1.video == info.path
+    folder2 = new_run_folder(tmp_path, "vos", keep=run1.folder)
+    assert run1.folder.is_dir()  # kept: run 2 reads its masks
+    _, run2 = _drain(run_vos(predictor, info, {0: first, 5: later}, folder2, previous=run1))
+    assert run2.reused == 5 and run2.object_first_frames == {1: 0, 2: 5} and not run1.folder.exists()
+    _, full = _drain(run_vos(predictor, info, {0: first, 5: later}, tmp_path / "full"))
+    for index in range(8):
+        name = f"{index:05d}.png"
+        assert np.array_equal(np.asarray(Image.open(folder2 / "masks" / name)),
+                              np.asarray(Image.open(tmp_path / "full" / "masks" / name))), index
+    assert count_frames(run2.overlay) == 8 and len(zipfile.ZipFile(run2.masks_zip).namelist()) == 8
+    _, run3 = _drain(run_vos(predictor, info, {0: first, 5: later}, new_run_folder(tmp_path, "vos", keep=run2.folder),
+                             previous=run2))
+    assert run3.reused == 8
+    # frame 0 changed: nothing is reused
+    moved = np.roll(first, 4, axis=1)
+    _, run4 = _drain(run_vos(predictor, info, {0: moved, 5: later}, new_run_folder(tmp_path, "vos", keep=run3.folder),
+                             previous=run3))
+    assert run4.reused == 0
+
+
+def test_reusable_frames_stop_at_the_first_changed_annotation():
+    a, b = np.zeros((2, 2), np.uint8), np.ones((2, 2), np.uint8)
+    assert reusable_frames({0: a}, {0: a, 7: b}, 10) == 7
+    assert reusable_frames({0: a, 7: b}, {0: a}, 10) == 7  # removed
+    assert reusable_frames({0: a, 7: b}, {0: a, 7: a}, 10) == 7  # changed
+    assert reusable_frames({0: a, 3: b}, {0: a, 3: b}, 10) == 10  # nothing changed
+    assert reusable_frames({0: a}, {0: b}, 10) == 0
 
 
 def test_run_vos_closed_midway_leaves_no_overlay_or_zip(toy_video_path, tmp_path):

@@ -187,6 +187,71 @@ def test_vos_tab_upload_paint_run_download(page, vos_checkpoint, tmp_path):
     assert page.external == []
 
 
+def _scrub(page, index: int, frames: int) -> None:
+    """Click the frame slider at ``index`` and wait for the new frame's editor."""
+    box = page.query_selector("#vos-frame input[type=range]").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * index / (frames - 1), box["y"] + box["height"] / 2)
+    page.wait_for_function(f"document.querySelector('#vos-frame input[type=number]')?.value === '{index}'",
+                           timeout=30_000)
+    time.sleep(1)  # the slider's release event draws a fresh editor
+    page.wait_for_function("document.querySelector('#vos-editor canvas') && "
+                           "!document.querySelector('#vos-editor').innerText.includes('processing')",
+                           timeout=60_000)
+    time.sleep(1)
+
+
+def _pick_colour(page, nth: int) -> None:
+    """The brush's ``nth`` colour (0-based): object ``nth + 1``."""
+    page.click("#vos-editor button[aria-label=Color]")
+    page.locator("#vos-editor button.color").nth(nth).click()
+    page.click("#vos-editor button[aria-label=Brush]")  # closes the palette
+
+
+def _masks(page) -> list[np.ndarray]:
+    archive = zipfile.ZipFile(io.BytesIO(_download(page, "#vos-files", ".zip")))
+    return [np.asarray(Image.open(archive.open(name))) for name in sorted(archive.namelist())]
+
+
+def test_vos_tab_adds_an_object_at_a_later_frame_and_resumes_there(page, tmp_path):
+    """Object 1 painted on frame 0 and run; then object 2 painted on frame 8 and run again: the second run
+    resumes at frame 8 (frames 0-7 kept) and tracks both."""
+    video, truth = write_toy_vos_clip("toy VOS clip 0", tmp_path)
+    frames = TOY_VOS_SIZE["frames"]
+    page.set_input_files("#vos-upload input[type=file]", str(video))
+    _wait_text(page, "#vos-status", "frames")
+    time.sleep(1)
+    _paint(page, ndimage.binary_erosion(truth[0] == 1, iterations=2))
+    page.click("#vos-run")
+    assert f"done: {frames} frames" in _wait_text(page, "#vos-progress", "done:")
+    first = _masks(page)
+    assert not any((m == 2).any() for m in first)
+
+    _scrub(page, 8, frames)
+    _pick_colour(page, 1)
+    _paint(page, ndimage.binary_erosion(truth[8] == 2, iterations=2))
+    _screenshot(page, tmp_path, "app_vos_later_object.png")
+    page.click("#vos-run")
+    page.wait_for_function("(document.querySelector('#vos-progress')?.innerText || '').includes('done:') && "
+                           "document.querySelector('#vos-progress').innerText.includes('kept')", timeout=180_000)
+    done = page.inner_text("#vos-progress")
+    assert "frames 0-7 kept from the previous run, 16 segmented" in done, done
+    assert "frame 0: object 1; frame 8: object 2" in page.inner_text("#vos-annotations")
+    assert "2 (from frame 8)" in page.inner_text("#vos-summary")
+    second = _masks(page)
+    assert len(second) == frames
+    for index in range(8):  # kept: the first run's masks
+        assert np.array_equal(second[index], first[index]), index
+    ious = []
+    for index in range(8, frames):
+        mask, gt = second[index] == 2, truth[index] == 2
+        if mask.any() or gt.any():
+            ious.append((mask & gt).sum() / (mask | gt).sum())
+    print(f"object 2 IoU per frame from 8: {np.round(ious, 2).tolist()}")
+    assert ious[0] > PAINTED_IOU_FLOOR
+    assert np.mean(ious) > TRACKING_IOU_FLOOR
+    assert page.external == []
+
+
 def test_vos_tab_says_what_is_wrong_with_a_bad_upload(page, tmp_path):
     fake = tmp_path / "holiday.mp4"
     fake.write_bytes(b"\x00not a video" * 1000)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vidseg.app.inputs import VideoInfo
-from vidseg.data.io import write_json_atomic, write_mask
+from vidseg.data.io import read_mask, write_json_atomic, write_mask
 from vidseg.data.video import OverlayVideoWriter, read_video_frames
 
 if TYPE_CHECKING:
@@ -46,13 +46,18 @@ class RunProgress:
 
 @dataclass
 class VOSResult:
-    """A finished VOS run: masks/<frame>.png, overlay.mp4 and masks.zip in ``folder``."""
+    """A finished VOS run: masks/<frame>.png, overlay.mp4 and masks.zip in ``folder``; ``video`` and
+    ``annotations`` are what it was given (a rerun resumes from it), ``reused`` the leading frames whose masks it
+    took from the run before, ``fps`` the speed over the frames it segmented."""
 
     folder: Path
     frames: int
     object_ids: list[int]
     object_first_frames: dict[int, int]
     fps: float
+    video: Path | None = None
+    annotations: dict[int, np.ndarray] = field(default_factory=dict)
+    reused: int = 0
 
     @property
     def overlay(self) -> Path:
@@ -83,12 +88,44 @@ class VPSResult:
         return self.folder / "panoptic.zip"
 
 
-def new_run_folder(session_folder: Path, task: str) -> Path:
-    """A fresh ``<session>/<task>-run``; the previous run's outputs go (the page keeps only the latest)."""
-    folder = session_folder / f"{task}-run"
-    shutil.rmtree(folder, ignore_errors=True)
+def new_run_folder(session_folder: Path, task: str, keep: Path | None = None) -> Path:
+    """A fresh ``<session>/<task>-run-<n>``. Earlier runs' folders go (the page keeps only the latest), except
+    ``keep``: the run a rerun resumes from (:func:`run_vos` removes it when it is done with it)."""
+    runs = [p for p in session_folder.glob(f"{task}-run-*") if p.name.rsplit("-", 1)[1].isdigit()]
+    number = 1 + max((int(p.name.rsplit("-", 1)[1]) for p in runs), default=0)
+    for old in runs:
+        if keep is None or old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = session_folder / f"{task}-run-{number}"
     folder.mkdir(parents=True)
     return folder
+
+
+def reusable_frames(previous: Mapping[int, np.ndarray], current: Mapping[int, np.ndarray], frames: int) -> int:
+    """How many leading frames of a rerun can take the previous run's masks: those before the first frame whose
+    annotation was added, changed or removed since (tracking is causal: nothing earlier depends on it); all
+    ``frames`` when nothing changed."""
+    changed = [t for t in previous.keys() | current.keys()
+               if t not in previous or t not in current or not np.array_equal(previous[t], current[t])]
+    return min([*changed, frames])
+
+
+class _SavedMasks(Mapping):
+    """A finished run's ``masks/<index:05d>.png``, read when asked for (frame index -> (H, W) uint8 ids)."""
+
+    def __init__(self, folder: Path, frames: int):
+        self.folder, self.frames = folder, frames
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.frames:
+            raise KeyError(index)
+        return read_mask(self.folder / f"{index:05d}.png")
+
+    def __iter__(self):
+        return iter(range(self.frames))
+
+    def __len__(self) -> int:
+        return self.frames
 
 
 def zip_folders(zip_path: Path, root: Path, names: list[str]) -> Path:
@@ -114,19 +151,29 @@ class _Frames:
 
 
 def run_vos(predictor: VOSPredictor, video: VideoInfo, annotations: Mapping[int, np.ndarray],
-            folder: Path) -> Iterator[RunProgress | VOSResult]:
+            folder: Path, previous: VOSResult | None = None) -> Iterator[RunProgress | VOSResult]:
     """Track the objects of ``annotations`` (frame index -> (H, W) uint8 ids of the objects given there) through
     ``video``; writes ``folder/masks/<index:05d>.png`` (DAVIS palette), ``overlay.mp4`` and ``masks.zip``.
 
     Yields a :class:`RunProgress` per frame, then the :class:`VOSResult`. Objects given at a later frame are
     added there (:meth:`VOSPredictor.track`); ids already tracked are not re-given.
+
+    ``previous``: the last finished run on this video (same predictor). The rerun resumes from the first frame
+    whose annotation changed (e.g. an object added there): earlier frames take ``previous``'s masks
+    (:meth:`VOSPredictor.track`'s ``known``), which a run from the start would give again. Its folder is removed
+    once this run has finished.
     """
+    known, known_until = None, 0
+    if previous is not None and previous.video == video.path and previous.frames == video.frames:
+        known_until = reusable_frames(previous.annotations, annotations, video.frames)
+        known = _SavedMasks(previous.folder / "masks", previous.frames)
     masks_dir = folder / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
     frames = _Frames(video.path)
     started, count, ids, first_frames = time.perf_counter(), 0, (), {}
     with OverlayVideoWriter(folder / "overlay.mp4", fps=video.fps) as writer:
-        for index, ids, mask in predictor.track(frames, masks=dict(annotations)):
+        for index, ids, mask in predictor.track(frames, masks=dict(annotations), known=known,
+                                                known_until=known_until):
             write_mask(masks_dir / f"{index:05d}.png", mask)
             writer.write(frames.current, mask)
             for obj in ids:
@@ -135,7 +182,11 @@ def run_vos(predictor: VOSPredictor, video: VideoInfo, annotations: Mapping[int,
             yield RunProgress(count, video.frames, time.perf_counter() - started)
     elapsed = time.perf_counter() - started
     zip_folders(folder / "masks.zip", folder, ["masks"])
-    yield VOSResult(folder, count, [int(i) for i in ids], first_frames, count / elapsed if elapsed else 0.0)
+    if previous is not None and previous.folder != folder:
+        shutil.rmtree(previous.folder, ignore_errors=True)
+    segmented = count - min(known_until, count)
+    yield VOSResult(folder, count, [int(i) for i in ids], first_frames, segmented / elapsed if elapsed else 0.0,
+                    video=video.path, annotations=dict(annotations), reused=min(known_until, count))
 
 
 def run_vps(predictor: VPSPredictor, video: VideoInfo, folder: Path) -> Iterator[RunProgress | VPSResult]:

@@ -6,6 +6,7 @@ lays out components and wires events. Element ids (``vos-*``, ``vps-*``) are wha
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -50,6 +51,9 @@ log = logging.getLogger("vidseg.app")
 
 # Progress text is pushed to the page at most this often (a message per frame would flood the socket).
 PROGRESS_INTERVAL_S = 0.25
+EDITOR_LABEL = (f"Paint objects: one colour per object (up to {MAX_PAINT_OBJECTS}); eraser and undo in the toolbar. "
+                "To add an object later in the video, go to that frame, paint it in a new colour and Run again: "
+                "the run resumes at that frame.")
 # Brush and eraser radius in image pixels (Gradio's "auto" is about a 16th of a small frame); the toolbar changes it.
 BRUSH_SIZE = 3
 
@@ -127,7 +131,7 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
 
         # ---------------------------------------------------------------- VOS
         with gr.Tab("Video object segmentation (FEELVOS)", id="vos"):
-            vos_state = gr.State({"video": None, "frame": 0, "annotations": {}})
+            vos_state = gr.State({"video": None, "frame": 0, "annotations": {}, "last": None})
             with gr.Row():
                 with gr.Column(scale=1):
                     vos_upload = gr.File(label="Upload a video (mp4)", file_types=video_types, elem_id="vos-upload")
@@ -146,14 +150,30 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                     vos_progress = gr.Markdown("", elem_id="vos-progress")
                 with gr.Column(scale=2):
                     vos_frame = gr.Slider(0, 1, value=0, step=1, label="frame", elem_id="vos-frame")
-                    vos_editor = gr.ImageEditor(
-                        label=f"Paint objects: one colour per object (up to {MAX_PAINT_OBJECTS}); eraser and undo "
-                              "in the toolbar. To add an object later in the video, go to that frame and paint "
-                              "it in a new colour.",
-                        type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(), layers=False,
-                        brush=gr.Brush(default_size=BRUSH_SIZE, colors=brush_colours(), color_mode="fixed"),
-                        eraser=gr.Eraser(default_size=BRUSH_SIZE),
-                        interactive=True, elem_id="vos-editor")
+                    # What the editor shows: a new value (the frame and its mask are in vos_state) draws a new
+                    # editor. Replacing a painted-on editor's value instead leaves Gradio's ImageEditor
+                    # "processing" for good (gradio 6.31, seen in Chromium), so every view gets a fresh editor.
+                    vos_view = gr.State(0)
+
+                    @gr.render(inputs=[vos_view, vos_state], triggers=[vos_view.change, app.load])
+                    def draw_editor(_view, state):
+                        """A fresh editor on the current frame, with the events that read its painting (the
+                        handlers are defined below)."""
+                        value = None
+                        if state["video"] is not None:
+                            frame = read_frame(state["video"].path, state["frame"])
+                            value = _editor_value(frame, state["annotations"].get(state["frame"]))
+                        editor = gr.ImageEditor(
+                            value=value, label=EDITOR_LABEL, type="numpy", image_mode="RGBA", format="png",
+                            sources=(), transforms=(), layers=False,
+                            brush=gr.Brush(default_size=BRUSH_SIZE, colors=brush_colours(), color_mode="fixed"),
+                            eraser=gr.Eraser(default_size=BRUSH_SIZE), interactive=True, elem_id="vos-editor")
+                        vos_frame.release(on_scrub, [vos_frame, vos_state, editor],
+                                          [vos_state, vos_view, vos_annotations, vos_status])
+                        run = vos_run.click(on_vos_run, [vos_state, editor], [vos_state, vos_annotations,
+                                            vos_progress, vos_overlay, vos_files, vos_summary])
+                        vos_cancel.click(lambda: "cancelled", None, vos_progress, cancels=[run])
+
             with gr.Row():
                 vos_overlay = gr.Video(label="overlay", interactive=False, autoplay=True, elem_id="vos-overlay")
                 with gr.Column():
@@ -161,16 +181,17 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                                         file_count="multiple", interactive=False, elem_id="vos-files")
                     vos_summary = gr.Markdown("", elem_id="vos-summary")
 
+            views = itertools.count(1)
+
             def set_video(state: dict, info: VideoInfo, request: gr.Request, name: str | None = None):
-                frame = read_frame(info.path, 0)
-                state = {"video": info, "frame": 0, "annotations": {}}
+                state = {"video": info, "frame": 0, "annotations": {}, "last": None}
                 message = (f"**{name or info.path.name}**: {info.frames} frames, {info.width}x{info.height}, "
                            f"{info.fps:.1f} fps. Paint the objects on frame 0 (or any frame), then Run.")
                 return (state, message, gr.Slider(0, max(info.frames - 1, 1), value=0, step=1,
                                                   interactive=info.frames > 1),
-                        _editor_value(frame, None), describe_annotations({}))
+                        next(views), describe_annotations({}))
 
-            vos_video_outputs = [vos_state, vos_status, vos_frame, vos_editor, vos_annotations]
+            vos_video_outputs = [vos_state, vos_status, vos_frame, vos_view, vos_annotations]
 
             def on_vos_upload(file, state, request: gr.Request):
                 if file is None:
@@ -207,12 +228,8 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                 if state["video"] is None:
                     return state, gr.update(), gr.update(), gr.update()
                 try:
-                    state = commit(state, editor)
-                    index = int(index)
-                    frame = read_frame(state["video"].path, index)
-                    state = {**state, "frame": index}
-                    return (state, _editor_value(frame, state["annotations"].get(index)),
-                            describe_annotations(state["annotations"]), gr.update())
+                    state = {**commit(state, editor), "frame": int(index)}
+                    return state, next(views), describe_annotations(state["annotations"]), gr.update()
                 except Exception as err:  # noqa: BLE001
                     return state, gr.update(), gr.update(), _error(err)
 
@@ -223,9 +240,8 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                     info = state["video"]
                     mask = read_mask_upload(file, (info.height, info.width))
                     annotations = {**state["annotations"], state["frame"]: mask}
-                    frame = read_frame(info.path, state["frame"])
                     state = {**state, "annotations": annotations}
-                    return (state, _editor_value(frame, mask), describe_annotations(annotations),
+                    return (state, next(views), describe_annotations(annotations),
                             f"mask of frame {state['frame']} loaded")
                 except Exception as err:  # noqa: BLE001
                     return state, gr.update(), gr.update(), _error(err)
@@ -233,8 +249,7 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
             def on_clear(state):
                 if state["video"] is None:
                     return state, gr.update(), gr.update()
-                frame = read_frame(state["video"].path, state["frame"])
-                return {**state, "annotations": {}}, _editor_value(frame, None), describe_annotations({})
+                return {**state, "annotations": {}}, next(views), describe_annotations({})
 
             def on_vos_run(state, editor, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - how Gradio injects it
                 outputs = {vos_overlay: None, vos_files: None, vos_summary: ""}
@@ -249,9 +264,11 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                     yield {vos_state: state, vos_annotations: describe_annotations(annotations),
                            vos_progress: "loading the model...", **outputs}
                     predictor = models.get("vos")
-                    folder = new_run_folder(session_folder(request), "vos")
+                    previous = state.get("last")
+                    folder = new_run_folder(session_folder(request), "vos",
+                                            keep=previous.folder if previous is not None else None)
                     last = 0.0
-                    for item in run_vos(predictor, info, annotations, folder):
+                    for item in run_vos(predictor, info, annotations, folder, previous=previous):
                         if isinstance(item, RunProgress):
                             progress((item.done, item.total), desc=item.text(), unit="frames")
                             if time.monotonic() - last > PROGRESS_INTERVAL_S or item.done == item.total:
@@ -260,7 +277,11 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                         else:
                             result: VOSResult = item
                     starts = ", ".join(f"{obj} (from frame {t})" for obj, t in result.object_first_frames.items())
-                    yield {vos_progress: f"done: {result.frames} frames, {result.fps:.1f} frames/s",
+                    done = f"done: {result.frames} frames, {result.fps:.1f} frames/s"
+                    if result.reused:
+                        done = (f"done: {result.frames} frames (frames 0-{result.reused - 1} kept from the previous "
+                                f"run, {result.frames - result.reused} segmented at {result.fps:.1f} frames/s)")
+                    yield {vos_state: {**state, "last": result}, vos_progress: done,
                            vos_overlay: str(result.overlay), vos_files: [str(result.masks_zip), str(result.overlay)],
                            vos_summary: f"segmented {result.frames} frames; objects {starts}"}
                 except Exception as err:  # noqa: BLE001
@@ -268,14 +289,8 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
 
             vos_upload.upload(on_vos_upload, [vos_upload, vos_state], [*vos_video_outputs, vos_upload])
             vos_toy_load.click(on_vos_toy, [vos_toy, vos_state], vos_video_outputs)
-            vos_frame.release(on_scrub, [vos_frame, vos_state, vos_editor],
-                              [vos_state, vos_editor, vos_annotations, vos_status])
-            vos_mask.upload(on_mask_upload, [vos_mask, vos_state],
-                            [vos_state, vos_editor, vos_annotations, vos_status])
-            vos_clear.click(on_clear, [vos_state], [vos_state, vos_editor, vos_annotations])
-            vos_event = vos_run.click(on_vos_run, [vos_state, vos_editor],
-                                      [vos_state, vos_annotations, vos_progress, vos_overlay, vos_files, vos_summary])
-            vos_cancel.click(lambda: "cancelled", None, vos_progress, cancels=[vos_event])
+            vos_mask.upload(on_mask_upload, [vos_mask, vos_state], [vos_state, vos_view, vos_annotations, vos_status])
+            vos_clear.click(on_clear, [vos_state], [vos_state, vos_view, vos_annotations])
 
         # ---------------------------------------------------------------- VPS
         with gr.Tab("Video panoptic segmentation (VPSNet)", id="vps"):

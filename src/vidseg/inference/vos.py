@@ -368,6 +368,14 @@ class VOSSession:
     def add_objects_async(self, frame: Frame, mask: np.ndarray | torch.Tensor) -> PendingMask:
         """:meth:`add_objects` without waiting for the mask (see :meth:`step_async`)."""
         given = _as_label_tensor(mask)
+        new_ids = self._new_object_ids(given)
+        labels_full, embedding, _ = self._segment(frame)
+        added = self._add_reference(given, new_ids, embedding)
+        merged = torch.where(added != IGNORE_LABEL, added, labels_full)
+        return self._advance(merged, embedding)
+
+    def _new_object_ids(self, given: torch.Tensor) -> list[int]:
+        """The ids of ``given`` (the next frame's new objects), checked: none tracked already, at most 254."""
         if tuple(given.shape) != self.size:
             raise ValueError(f"mask of frame {self.frame_index + 1} is {tuple(given.shape)}, expected {self.size} "
                              "(H, W)")
@@ -383,12 +391,15 @@ class VOSSession:
             )
         if self.num_objects - 1 + len(new_ids) > IGNORE_LABEL - 1:
             raise ValueError(f"at most {IGNORE_LABEL - 1} objects per video")
-        labels_full, embedding, _ = self._segment(frame)
+        return new_ids
+
+    def _add_reference(self, given: torch.Tensor, new_ids: list[int], embedding: torch.Tensor) -> torch.Tensor:
+        """Register the new objects ``new_ids`` of ``given`` (next frame's (H, W) user ids) with ``embedding``
+        (that frame's); returns their (1, H, W) internal labels, 255 elsewhere."""
         added = torch.full_like(given, IGNORE_LABEL)
         for k, obj in enumerate(new_ids, start=self.num_objects):
             added[given == obj] = k
         added = added[None].to(self.device)
-        merged = torch.where(added != IGNORE_LABEL, added, labels_full)
 
         # Global-matching reference of the new objects: their pixels of this frame only (one (1, E, 1, K)
         # strip appended to the reference; the frame's other pixels say nothing about the new objects).
@@ -404,7 +415,53 @@ class VOSSession:
         self._validate = True  # new reference labels: checked once, on the next frame
         for obj in new_ids:
             self.object_frames[obj] = self.frame_index + 1
-        return self._advance(merged, embedding)
+        return added
+
+    @torch.inference_mode()
+    def replay(self, frame: Frame, known: np.ndarray | torch.Tensor, *,
+               new_objects: np.ndarray | torch.Tensor | None = None, as_previous: bool = True) -> None:
+        """Advance past the next frame without segmenting it: its mask ``known`` is what this session (the
+        same network, the same objects given at the same frames) yielded for it in an earlier run.
+
+        This is how a run resumes at a later frame (e.g. after an object was added there): the earlier frames'
+        masks are reused, and only what the state needs is recomputed: the embedding of a frame that gives
+        new objects (``new_objects``, as :meth:`add_objects` takes them) and of the frame before the first
+        one segmented again (``as_previous``). Frames with neither cost nothing. Stepping on from there gives
+        the masks a run from the start gives (bit for bit on the same device with the eager network).
+
+        Args:
+            frame: the next frame, (H, W, 3) uint8 RGB or (3, H, W) uint8 tensor.
+            known: (H, W) label map of the frame in user ids (only ids tracked after this frame, 0, 255).
+            new_objects: the objects given at this frame, as for :meth:`add_objects`.
+            as_previous: keep this frame as the previous frame of local matching (needed for the frame
+                after it only: False skips its embedding unless it gives new objects).
+        Raises:
+            ValueError: as :meth:`add_objects`, or ``known`` holds an id the session does not track.
+        """
+        given = None if new_objects is None else _as_label_tensor(new_objects)
+        new_ids = self._new_object_ids(given) if given is not None else []
+        if not new_ids and not as_previous:
+            self.frame_index += 1
+            return
+        padded, size = _padded_frame(frame, self.device, self.backend.size_divisor)
+        if size != self.size:
+            raise ValueError(f"frame {self.frame_index + 1} is {size}, expected {self.size}")
+        embedding = self.backend.embed(padded)
+        if new_ids:
+            self._add_reference(given, new_ids, embedding)
+        known = _as_label_tensor(known)
+        if known.numel() and (int(known.min()) < 0 or int(known.max()) > 255):
+            raise ValueError(f"the known mask of frame {self.frame_index + 1} has values outside 0..255")
+        lookup = torch.full((256,), -1, dtype=torch.long)
+        lookup[0], lookup[IGNORE_LABEL] = 0, IGNORE_LABEL
+        for k, obj in enumerate(self.object_ids, start=1):
+            lookup[obj] = k
+        internal = lookup[known.long()]
+        if bool((internal < 0).any()):
+            strays = sorted(set(known[internal < 0].unique().tolist()))
+            raise ValueError(f"the known mask of frame {self.frame_index + 1} has id(s) {strays} that this session "
+                             f"does not track (tracked: {list(self.object_ids)}): it is not this session's output")
+        self._advance(internal[None].to(self.device), embedding)
 
 
 def _resolved(item: tuple) -> tuple[int, tuple[int, ...], np.ndarray]:
@@ -521,6 +578,7 @@ class VOSPredictor(PretrainedPredictorMixin):
 
     def track(self, frames: Iterable[Frame], first_mask=None, *,
               masks: Mapping[int, np.ndarray | torch.Tensor] | None = None,
+              known: Mapping[int, np.ndarray] | None = None, known_until: int = 0,
               ) -> Iterator[tuple[int, tuple[int, ...], np.ndarray]]:
         """Yield (frame index, object ids, (H, W) uint8 mask) for every frame.
 
@@ -533,12 +591,20 @@ class VOSPredictor(PretrainedPredictorMixin):
                 yield all-zero masks and no ids. A later mask adds its ids that are not tracked yet
                 (:meth:`VOSSession.add_objects`); ids already tracked are not re-given and their pixels
                 there are ignored, so every frame's annotation may be passed.
+            known, known_until: resume a run: ``known[i]`` for every frame ``i < known_until`` is the mask an
+                earlier run of this predictor yielded for it, with the same ``masks`` before ``known_until``
+                (e.g. before an object was added at ``known_until``). Those frames yield their known masks
+                and are not segmented (:meth:`VOSSession.replay`: only frames that give objects and the frame
+                before ``known_until`` are embedded); from ``known_until`` on the run is the one a run from
+                the start gives. Each known mask is read only when its frame comes.
         Raises:
             ValueError: no mask, an empty video, or the session's errors (sizes, no object in the first
                 given mask); DataError (a ValueError) after the last frame: masks for frames the video does
                 not have.
         """
         given: Mapping[int, np.ndarray | torch.Tensor] = masks if masks is not None else {}
+        if known_until > 0 and known is None:
+            raise ValueError("known_until > 0 needs the known masks (known={frame index: mask})")
         indices = {int(k) for k in given}  # masks themselves are read (given[index]) only when their frame comes
         if first_mask is not None:
             if 0 in indices:
@@ -557,7 +623,16 @@ class VOSPredictor(PretrainedPredictorMixin):
             if index in indices:
                 mask = first_mask if index == 0 and first_mask is not None else given[index]
             out = None
-            if session is None:
+            if session is not None and index < known_until:  # resuming: this frame's mask is known
+                labels = None
+                if mask is not None:
+                    labels = _as_label_tensor(mask).clone()
+                    for obj in session.object_ids:
+                        labels[labels == obj] = 0
+                    labels = labels if _object_ids(labels) else None
+                session.replay(frame, known[index], new_objects=labels, as_previous=index == known_until - 1)
+                out = index, session.object_ids, np.asarray(known[index], dtype=np.uint8)
+            elif session is None:
                 if mask is None:  # no object yet
                     size = tuple(frame.shape[:2] if isinstance(frame, np.ndarray) else frame.shape[-2:])
                     out = index, (), np.zeros(size, np.uint8)
