@@ -164,7 +164,8 @@ def run_vos(predictor: VOSPredictor, video: VideoInfo, annotations: Mapping[int,
     once this run has finished.
     """
     known, known_until = None, 0
-    if previous is not None and previous.video == video.path and previous.frames == video.frames:
+    if (previous is not None and previous.video == video.path and previous.frames == video.frames
+            and (previous.folder / "masks").is_dir()):
         known_until = reusable_frames(previous.annotations, annotations, video.frames)
         known = _SavedMasks(previous.folder / "masks", previous.frames)
     masks_dir = folder / "masks"

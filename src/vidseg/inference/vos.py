@@ -464,6 +464,14 @@ class VOSSession:
         self._advance(internal[None].to(self.device), embedding)
 
 
+def _untracked(mask: np.ndarray | torch.Tensor, tracked: tuple[int, ...]) -> torch.Tensor | None:
+    """``mask`` without the ids already ``tracked`` (set to 0: not re-given), or None when no object is left."""
+    labels = _as_label_tensor(mask).clone()  # never edit the caller's tensor
+    for obj in tracked:
+        labels[labels == obj] = 0
+    return labels if _object_ids(labels) else None
+
+
 def _resolved(item: tuple) -> tuple[int, tuple[int, ...], np.ndarray]:
     index, ids, mask = item
     return index, ids, mask.result() if isinstance(mask, PendingMask) else mask
@@ -624,14 +632,10 @@ class VOSPredictor(PretrainedPredictorMixin):
                 mask = first_mask if index == 0 and first_mask is not None else given[index]
             out = None
             if session is not None and index < known_until:  # resuming: this frame's mask is known
-                labels = None
-                if mask is not None:
-                    labels = _as_label_tensor(mask).clone()
-                    for obj in session.object_ids:
-                        labels[labels == obj] = 0
-                    labels = labels if _object_ids(labels) else None
-                session.replay(frame, known[index], new_objects=labels, as_previous=index == known_until - 1)
-                out = index, session.object_ids, np.asarray(known[index], dtype=np.uint8)
+                known_mask = np.asarray(known[index], dtype=np.uint8)
+                new = _untracked(mask, session.object_ids) if mask is not None else None
+                session.replay(frame, known_mask, new_objects=new, as_previous=index == known_until - 1)
+                out = index, session.object_ids, known_mask
             elif session is None:
                 if mask is None:  # no object yet
                     size = tuple(frame.shape[:2] if isinstance(frame, np.ndarray) else frame.shape[-2:])
@@ -640,10 +644,8 @@ class VOSPredictor(PretrainedPredictorMixin):
                     session = self.start(frame, mask, frame_index=index)
                     out = index, session.object_ids, _as_label_tensor(mask).numpy().astype(np.uint8)
             elif mask is not None:
-                labels = _as_label_tensor(mask).clone()  # never edit the caller's tensor
-                for obj in session.object_ids:
-                    labels[labels == obj] = 0  # tracked since an earlier frame: not re-given
-                if _object_ids(labels):
+                labels = _untracked(mask, session.object_ids)
+                if labels is not None:
                     result = session.add_objects_async(frame, labels)
                     out = index, session.object_ids, result
             if out is None:
