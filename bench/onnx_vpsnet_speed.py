@@ -3,8 +3,9 @@
     python -m bench.onnx_vpsnet_speed --out bench/results                   # toy recipe's network, 128x256
     python -m bench.onnx_vpsnet_speed --out bench/results --network paper   # + the paper's network
 
-The toy network is the toy recipe's VPSNet (``experiment=toy_vps``: ResNet-18 FPN, vidseg.models.vpsnet.TINY
-widths, the tiny flow network); ``--network paper`` adds the paper's (ResNet-50 FPN, 256 channels, RAFT-small with
+The toy network has the toy recipe's widths (``experiment=toy_vps``: ResNet-18 FPN, vidseg.models.vpsnet.TINY
+widths) and the tiny flow network (the recipe itself trains without one), so that the flow graph is timed too;
+``--network paper`` adds the paper's (ResNet-50 FPN, 256 channels, RAFT-small with
 12 updates). Both are ``--variant`` (fusetrack) with seeded random weights and no detection score threshold (at
 most 20 detections per frame), so that instances, tracks and post-processing run as with a trained model. Each
 is exported with :func:`vidseg.onnx.vpsnet.export_vpsnet_model` and both backends run through

@@ -67,8 +67,8 @@ def paper_net_config(*, quick: bool, detections: int) -> dict:
 
     GlobalHydra.instance().clear()
     overrides = ["task=vps", "model.variant=fusetrack", "model.net.num_stuff=11", "model.net.num_things=8"]
-    if quick:
-        overrides += ["experiment=toy_vps"]
+    if quick:  # the toy demo's net, with the tiny flow net so that every module is timed (the demo has none)
+        overrides += ["experiment=toy_vps", "model.net.flow.name=tiny"]
     with initialize_config_module("vidseg.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     net = OmegaConf.to_container(cfg.model.net, resolve=True)

@@ -61,9 +61,9 @@ ALLOWED = {
     # variant: one of the demo's VPS_VARIANTS constant.
     ("demo.py", "f'train_{variant}'"),
     ("demo.py", "f'evaluate_{variant}'"),
-    # The web app's own names: task is the tab ("vos" | "vps"), the upload's suffix one of VIDEO_SUFFIXES
-    # (checked before), zip_folders' names the app's output folders ("masks", "panoptic", "segments").
-    ("app/runs.py", "f'{task}-run'"),
+    # The web app's own names: task is the tab ("vos" | "vps") and number an int, the upload's suffix one of
+    # VIDEO_SUFFIXES (checked before), zip_folders' names the app's output folders ("masks", "panoptic", "segments").
+    ("app/runs.py", "f'{task}-run-{number}'"),
     ("app/runs.py", "name"),
     ("app/inputs.py", "f'{task}-input{upload.suffix.lower()}'"),
 }
