@@ -168,10 +168,12 @@ def build_app(cfg: AppConfig, sessions: SessionFolders) -> gr.Blocks:
                             sources=(), transforms=(), layers=False,
                             brush=gr.Brush(default_size=BRUSH_SIZE, colors=brush_colours(), color_mode="fixed"),
                             eraser=gr.Eraser(default_size=BRUSH_SIZE), interactive=True, elem_id="vos-editor")
+                        # One concurrency group: a scrub during a run waits for it, so the editor (and these
+                        # listeners, Cancel's among them) is not redrawn under a running job.
                         vos_frame.release(on_scrub, [vos_frame, vos_state, editor],
-                                          [vos_state, vos_view, vos_annotations, vos_status])
+                                          [vos_state, vos_view, vos_annotations, vos_status], concurrency_id="vos")
                         run = vos_run.click(on_vos_run, [vos_state, editor], [vos_state, vos_annotations,
-                                            vos_progress, vos_overlay, vos_files, vos_summary])
+                                            vos_progress, vos_overlay, vos_files, vos_summary], concurrency_id="vos")
                         vos_cancel.click(lambda: "cancelled", None, vos_progress, cancels=[run])
 
             with gr.Row():
