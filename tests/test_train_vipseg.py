@@ -3,6 +3,7 @@ recipe's config."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -37,6 +38,23 @@ def test_toy_vipseg_trains_validates_with_the_vipseg_protocol_and_saves_its_clas
     hp = ckpt["hyper_parameters"]
     assert (hp["net"]["num_stuff"], hp["net"]["num_things"]) == (66, 58)
     assert [c["name"] for c in hp["categories"]] == [c["name"] for c in VIPSEG_CLASSES]
+
+    # predict's per-frame segments JSON carries VIPSeg's own category ids (vidseg numbers stuff first)
+    from vidseg.data.io import read_image
+    from vidseg.data.video import write_video
+    from vidseg.data.vipseg_layout import vipseg_categories
+    from vidseg.predict import predict
+
+    frames = sorted(root.glob("VIPSeg_720P/images/*/*.jpg"))[:3]
+    video = write_video(tmp_path / "clip.mp4", [read_image(p) for p in frames], fps=5)
+    predict(compose_config("predict", tmp_path / "p", ["task=vps", f"ckpt={result['last_checkpoint']}",
+                                                       f"input={video}", f"output={tmp_path / 'pred'}"]))
+    vipseg_id = {c["name"]: c["id"] for c in vipseg_categories()}
+    segments = [s for p in sorted((tmp_path / "pred" / "segments").glob("*.json"))
+                for s in json.loads(p.read_text())["segments_info"]]
+    assert segments and all(s["category_id"] == vipseg_id[s["category"]] for s in segments)
+    assert any(s["category_id"] != VIPSEG_CLASSES[[c["name"] for c in VIPSEG_CLASSES].index(s["category"])]["id"]
+               for s in segments)  # the renumbered id would differ
 
 
 def test_the_720p_recipe_scales_vpsnet_to_720p(tmp_path: Path):

@@ -200,9 +200,10 @@ def run_vps(predictor: VPSPredictor, video: VideoInfo, folder: Path) -> Iterator
     from vidseg.data.panoptic import write_panoptic_png
     from vidseg.data.video import VideoWriter
     from vidseg.tasks.vps_entry import panoptic_overlay
-    from vidseg.tasks.vps_records import frame_segments_record
+    from vidseg.tasks.vps_records import category_table, frame_segments_record
 
     names = {int(c["id"]): c.get("name") for c in predictor.categories}
+    categories = category_table(predictor.categories)
     for sub in ("panoptic", "segments"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     session = predictor.start()
@@ -215,7 +216,7 @@ def run_vps(predictor: VPSPredictor, video: VideoInfo, folder: Path) -> Iterator
             name = f"{index:05d}"
             write_panoptic_png(folder / "panoptic" / f"{index:05d}.png", panoptic)
             write_json_atomic(folder / "segments" / f"{index:05d}.json",
-                              frame_segments_record(index, name, segments, names))
+                              frame_segments_record(index, name, segments, categories))
             writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
             for s in segments:
                 seen_classes.add(int(s["category_id"]))

@@ -59,7 +59,7 @@ from vidseg.metrics.vps_eval import (
     with_stq_mode,
     write_vps_results,
 )
-from vidseg.tasks.vps_records import frame_segments_record
+from vidseg.tasks.vps_records import category_table, frame_segments_record
 from vidseg.utils.outputs import (
     check_apart,
     finish_evaluation,
@@ -286,7 +286,7 @@ def predict_vps(cfg: DictConfig) -> dict:
     check_apart(output, inputs, whole_folder=("input",))  # before any work: refused in a blink
     predictor = VPSPredictor.from_checkpoint(cfg.ckpt, device=resolve_device(cfg.device),
                                              precision=str(cfg.precision))
-    names = {int(c["id"]): c.get("name") for c in predictor.categories}
+    categories = category_table(predictor.categories)
     frames = read_video_frames(input_path)
     frame_name_list = frame_names(input_path)  # the input's frame names (None: a video file, numbered 00000...)
     fps = cfg.fps or video_fps(input_path)
@@ -309,7 +309,8 @@ def predict_vps(cfg: DictConfig) -> dict:
                 write_panoptic_png(checked_join(staging, panoptic_dir.name, f"{name}.png", source=input_path,
                                                 what="frame name"), panoptic)
                 write_json_atomic(checked_join(staging, segments_dir.name, f"{name}.json", source=input_path,
-                                               what="frame name"), frame_segments_record(index, name, segments, names))
+                                               what="frame name"),
+                                  frame_segments_record(index, name, segments, categories))
                 tracks.update(s["track_id"] for s in segments if s["isthing"])
                 if writer is not None:
                     writer.write(panoptic_overlay(frame, panoptic, predictor.categories))
