@@ -33,6 +33,8 @@ def test_toy_vipseg_trains_validates_with_the_vipseg_protocol_and_saves_its_clas
     metrics = result["metrics"]
     # VIPSeg's windows of 1, 2, 4, 6 and 8 frames (k = 0, 5, 15, 25, 35), not Cityscapes-VPS's.
     assert {f"val/VPQ_{k}" for k in (0, 5, 15, 25, 35)} <= set(metrics) and "val/VPQ_10" not in metrics
+    # validation cannot apply VIPSeg's official STQ rule (it needs the GT JSON's segment order): named as corrected
+    assert {"val/STQ_corrected", "val/AQ_corrected"} <= set(metrics) and "val/STQ" not in metrics
     assert all(torch.isfinite(torch.as_tensor(v)) for k, v in metrics.items() if k.startswith("train/"))
     ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
     hp = ckpt["hyper_parameters"]

@@ -148,6 +148,7 @@ class VPSTask(PretrainedTaskMixin, pl.LightningModule):
         self._val_next_frame = 0
         self.val_vpq: VideoPanopticQuality | None = None
         self.val_stq: SegmentationTrackingQuality | None = None
+        self._stq_name = "STQ"  # "STQ_corrected" where validation cannot apply the benchmark's own STQ rule
 
     # ---- classes from the data --------------------------------------------------------------------------
 
@@ -180,6 +181,11 @@ class VPSTask(PretrainedTaskMixin, pl.LightningModule):
             protocol = info.layout.name if info is not None else "cityscapes_vps"
             self.val_vpq = VideoPanopticQuality(categories, protocol)
             self.val_stq = SegmentationTrackingQuality(categories)
+            if protocol == "vipseg":
+                # VIPSeg's official STQ takes each video's first GT segment of its JSON as crowd when it is a thing
+                # (vidseg.metrics.stq); validation reads masks, not that JSON, so it scores the corrected STQ and
+                # says so in the names. `vidseg.evaluate` gives the official one.
+                self._stq_name = "STQ_corrected"
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[TASK_KEY] = "vps"  # lets evaluate/predict refuse a checkpoint of the other task
@@ -265,13 +271,14 @@ class VPSTask(PretrainedTaskMixin, pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._finish_video()
         vpq, stq = self.val_vpq.compute(), self.val_stq.compute()  # both gather every rank's counts
+        suffix = self._stq_name.removeprefix("STQ")  # "" or "_corrected"
         metrics = {"val/VPQ": vpq["vpq"], "val/VPQ_thing": vpq["vpq_thing"], "val/VPQ_stuff": vpq["vpq_stuff"],
-                   "val/STQ": stq["stq"], "val/AQ": stq["aq"], "val/SQ": stq["sq"]}
+                   f"val/STQ{suffix}": stq["stq"], f"val/AQ{suffix}": stq["aq"], f"val/SQ{suffix}": stq["sq"]}
         metrics.update({f"val/VPQ_{key.removeprefix('vpq_')}": value for key, value in vpq.items()
                         if key.count("_") == 1 and key.removeprefix("vpq_").isdigit()})
-        self.log_dict({k: v for k, v in metrics.items() if k in ("val/VPQ", "val/STQ")}, prog_bar=True,
-                      sync_dist=False)
-        self.log_dict({k: v for k, v in metrics.items() if k not in ("val/VPQ", "val/STQ")}, sync_dist=False)
+        shown = ("val/VPQ", f"val/{self._stq_name}")
+        self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True, sync_dist=False)
+        self.log_dict({k: v for k, v in metrics.items() if k not in shown}, sync_dist=False)
         self.val_vpq.reset()
         self.val_stq.reset()
 
