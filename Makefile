@@ -68,6 +68,7 @@ bench: install
 	$(PY) -m bench.feelvos_fps --out bench/results
 	$(PY) -m bench.vpq --out bench/results
 	$(PY) -m bench.vpsnet_fps --out bench/results
+	$(PY) -m bench.deform_conv --out bench/results
 	$(PY) -m bench.jf_speed --out bench/results
 
 ## The prepared GPU run (bench/gpu_check.sh: checks, ops, sweep, FEELVOS, compile, VPSNet; about 340 s on an H200),

@@ -4,6 +4,8 @@
 - :func:`local_matching` (B, N, H, W): the same within a (2k+1)^2 window of the previous frame.
 - :func:`correlation` (B, (2r+1)^2, H, W): cost volume for flow refinement.
 - :func:`flow_warp` (B, C, H, W): backward warping by optical flow (F.grid_sample).
+- :func:`deform_conv2d` (B, O, H, W): deformable convolution (VPSNet's semantic head); torchvision's kernel, or
+  on CPU an exact grid_sample + matmul path (``vidseg.ops.deform_conv``).
 
 ``impl`` selects the path: "reference" (plain loops, obviously correct), "cpu" (tiled matmul in
 PyTorch; runs on any device), "triton" (fused CUDA kernels; CPU tensors under TRITON_INTERPRET=1),
@@ -14,7 +16,8 @@ matrix or the window stack. The matching and correlation ops are torch custom op
 """
 
 from vidseg.ops.correlation import correlation
+from vidseg.ops.deform_conv import deform_conv2d
 from vidseg.ops.matching import global_matching, local_matching
 from vidseg.ops.warp import flow_warp
 
-__all__ = ["correlation", "flow_warp", "global_matching", "local_matching"]
+__all__ = ["correlation", "deform_conv2d", "flow_warp", "global_matching", "local_matching"]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from vidseg.constants import IGNORE_LABEL
+from vidseg.ops import deform_conv2d
 
 
 class DeformableConv(nn.Module):
@@ -38,7 +39,9 @@ class DeformableConv(nn.Module):
         # (predict/evaluate precision=bf16-mixed) works on every device.
         with torch.autocast(x.device.type, enabled=False):
             dtype = self.conv.weight.dtype
-            return self.conv(x.to(dtype), offset.to(dtype))
+            # vidseg's op: torchvision's kernel except on CPU, where an exact grid_sample path trains ~15x faster
+            return deform_conv2d(x.to(dtype), offset.to(dtype), self.conv.weight, self.conv.bias,
+                                 stride=self.conv.stride, padding=self.conv.padding, dilation=self.conv.dilation)
 
 
 class UPSNetSemanticHead(nn.Module):
