@@ -100,6 +100,16 @@ def test_bad_arguments_are_refused():
         deform_conv2d(x, offset, weight[:, :2], bias, padding=1, impl="cpu")  # a grouped weight
     with pytest.raises(ValueError, match="one group and one offset group"):
         deform_conv2d(x, torch.cat([offset, offset], 1), weight, bias, padding=1, impl="cpu")
+    with pytest.raises(ValueError, match="for an output of 2x2"):
+        deform_conv2d(x, offset, weight, bias, padding=0, impl="cpu")  # offsets for 4x4, the output is 2x2
+
+
+def test_non_contiguous_offsets_are_read_as_their_values():
+    x, offset, weight, bias = _inputs(1, 2, 3, (5, 6), dtype=torch.float64)
+    transposed = offset.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    assert not transposed.is_contiguous()
+    torch.testing.assert_close(deform_conv2d(x, transposed, weight, bias, padding=1, impl="cpu"),
+                               deform_conv2d(x, offset, weight, bias, padding=1, impl="cpu"))
 
 
 def test_semantic_head_deformable_conv_keeps_torchvision_parameters_and_values():

@@ -81,12 +81,13 @@ def deform_conv2d(
     batch, channels, height, width = input.shape
     out_channels, weight_channels, kernel_h, kernel_w = weight.shape
     taps = kernel_h * kernel_w
-    out_h, out_w = offset.shape[-2:]
-    if weight_channels != channels or offset.shape[:2] != (batch, 2 * taps):
+    out_h, out_w = ((size + 2 * pad - dil * (kernel - 1) - 1) // step + 1 for size, pad, dil, kernel, step in
+                    zip((height, width), padding, dilation, (kernel_h, kernel_w), stride, strict=True))
+    if weight_channels != channels or offset.shape != (batch, 2 * taps, out_h, out_w):
         raise ValueError(
             f"deform_conv2d(impl='cpu') takes one group and one offset group: input (B, C, H, W), offset "
             f"(B, 2*kh*kw, Ho, Wo), weight (O, C, kh, kw); got {tuple(input.shape)}, {tuple(offset.shape)}, "
-            f"{tuple(weight.shape)} (impl='torchvision' takes groups)")
+            f"{tuple(weight.shape)} for an output of {out_h}x{out_w} (impl='torchvision' takes groups)")
     padded_h, padded_w = _power_of_two_plus_one(height), _power_of_two_plus_one(width)
     padded = F.pad(input, (0, padded_w - width, 0, padded_h - height))
 
@@ -97,7 +98,7 @@ def deform_conv2d(
 
     rows = coordinates(out_h, stride[0], padding[0], dilation[0], kernel_h)        # (kh, Ho)
     cols = coordinates(out_w, stride[1], padding[1], dilation[1], kernel_w)        # (kw, Wo)
-    offset = offset.view(batch, kernel_h, kernel_w, 2, out_h, out_w)
+    offset = offset.reshape(batch, kernel_h, kernel_w, 2, out_h, out_w)
     sample_y = rows[None, :, None, :, None] + offset[:, :, :, 0]                   # (B, kh, kw, Ho, Wo)
     sample_x = cols[None, None, :, None, :] + offset[:, :, :, 1]
     # align_corners=True: pixel p <-> p * 2 / (size - 1) - 1, a power-of-two scale for the padded sizes
