@@ -202,8 +202,7 @@ def run_vps(predictor: VPSPredictor, video: VideoInfo, folder: Path) -> Iterator
     from vidseg.tasks.vps_entry import panoptic_overlay
     from vidseg.tasks.vps_records import category_table, frame_segments_record
 
-    names = {int(c["id"]): c.get("name") for c in predictor.categories}
-    categories = category_table(predictor.categories)
+    categories = category_table(predictor.categories)  # class id -> (the dataset's id, name)
     for sub in ("panoptic", "segments"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     session = predictor.start()
@@ -227,7 +226,7 @@ def run_vps(predictor: VPSPredictor, video: VideoInfo, folder: Path) -> Iterator
             yield RunProgress(index + 1, video.frames, time.perf_counter() - started)
     elapsed = time.perf_counter() - started
     zip_folders(folder / "panoptic.zip", folder, ["panoptic", "segments"])
-    rows = [[track, names.get(row["class"]) or f"class_{row['class']}", row["first"], row["last"], row["frames"],
+    rows = [[track, categories[row["class"]][1] or f"class_{row['class']}", row["first"], row["last"], row["frames"],
              round(row["area"] / row["frames"])] for track, row in sorted(tracks.items())]
     classes = [{"id": int(c["id"]), "name": c.get("name"), "isthing": bool(c.get("isthing")),
                 "color": tuple(c["color"]) if c.get("color") else (128, 128, 128)}
